@@ -1,0 +1,73 @@
+"""Comparing a kernel's output with the reference, within a documented tolerance.
+
+The rule follows FlashAttention's tests: a kernel's error against an fp64 golden output may
+be at most `K` times the error of a same-dtype torch computation (here: the reference with
+its probabilities rounded to bf16 before the value product and its output rounded to bf16,
+which is what a device kernel feeding a bf16 matmul does), plus an absolute floor relative
+to the largest live value row, so a zero baseline error cannot fail everything. Errors are
+measured per `(b, s, h)` output row, so a failure names the token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.contract import Inputs
+from kernels.reference import attend, gather_rows
+
+#: Multiple of the same-dtype baseline error a kernel may make.
+K = 3.0
+#: Absolute floor, relative to the largest magnitude in the token's live value rows: half a
+#: bf16 ulp at 1.0 (2**-8), the rounding of one bf16 output.
+FLOOR_REL = 2.0**-8
+FLOOR_ABS = 1e-6
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing one output with the reference."""
+
+    ok: bool
+    worst_ratio: float          # max over rows of err / tol (<= 1 passes)
+    message: str
+
+
+def golden(inputs: Inputs) -> torch.Tensor:
+    """The contract's output in fp64."""
+    return attend(inputs, torch.float64)
+
+
+def tolerance(inputs: Inputs, gold: torch.Tensor) -> torch.Tensor:
+    """Per output row `[B, S, H]` tolerance."""
+    base = attend(inputs, torch.float32, prob_dtype=torch.bfloat16).to(torch.bfloat16)
+    err_base = (base.double() - gold).abs().amax(dim=-1)
+    rows, _ = gather_rows(inputs)
+    vmax = rows.double().abs().amax(dim=(-1, -2))[:, :, None]
+    return K * err_base + FLOOR_REL * vmax + FLOOR_ABS
+
+
+def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
+            what: str = "kernel output", against: str = "reference") -> Comparison:
+    """Per-row check that `actual` is finite and within `tol` of `expected`."""
+    actual = actual.double()
+    finite = torch.isfinite(actual).all(dim=-1)
+    err = (actual - expected.double()).abs().amax(dim=-1)
+    err = torch.where(finite, err, torch.tensor(float("inf"), dtype=err.dtype))
+    ratio = err / tol.double()
+    worst = float(ratio.max()) if ratio.numel() else 0.0
+    if worst <= 1.0:
+        return Comparison(True, worst, "")
+    b, s, h = (int(i) for i in torch.nonzero(ratio == ratio.max())[0])
+    bad = int((ratio > 1).sum())
+    msg = (f"{what} differs from the {against} in {bad} of {ratio.numel()} (b, s, h) rows; "
+           f"worst at b={b} s={s} h={h}: error {float(err[b, s, h]):.4g} > tolerance "
+           f"{float(tol[b, s, h]):.4g}\n"
+           f"  expected[{b},{s},{h},:8] = {_fmt(expected[b, s, h, :8])}\n"
+           f"  actual  [{b},{s},{h},:8] = {_fmt(actual[b, s, h, :8])}")
+    return Comparison(False, worst, msg)
+
+
+def _fmt(t: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{float(x):.5g}" for x in t) + "]"

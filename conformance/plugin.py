@@ -1,0 +1,136 @@
+"""The pytest plugin: kernel selection, Hypothesis profiles, the report header, per-test
+statistics and the conformance report. Registered through the `pytest11` entry point, so
+`pytest conformance --kernel=...` works wherever the package is installed."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from conformance import recorder
+from conformance.harness import KernelUnderTest
+from kernels import registry
+from kernels.contract import preconditions_of
+
+ENV_KERNEL = "SPARSE_ATTN_KERNEL"
+
+_COMMON = dict(
+    deadline=None,  # kernel calls (compilation, an interpreter) have no useful deadline
+    print_blob=True,  # every failure prints its @reproduce_failure blob
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much],
+)
+settings.register_profile("dev", max_examples=30, **_COMMON)
+settings.register_profile("ci", max_examples=60, derandomize=True, **_COMMON)
+settings.register_profile("nightly", max_examples=400, **_COMMON)
+settings.register_profile("kill", max_examples=150, phases=[Phase.explicit, Phase.reuse,
+                                                            Phase.generate, Phase.shrink],
+                          **_COMMON)
+
+STATS_KEY = "conformance_stats"
+BLOB_RE = re.compile(r"@reproduce_failure\('([^']+)', b'([^']+)'\)")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("sparse-attn", "sparse decode attention conformance")
+    group.addoption("--kernel", default=None,
+                    help="kernel(s) under test: a built-in name, a glob over built-in names "
+                         "(mutant-*), or module:callable; comma-separated for several "
+                         f"(env {ENV_KERNEL}; default {registry.DEFAULT_KERNEL})")
+    group.addoption("--list-kernels", action="store_true",
+                    help="print the built-in kernel names, one per line, and exit")
+    group.addoption("--report-dir", default=None,
+                    help="write the conformance report (JSON, HTML, JUnit XML) here")
+    group.addoption("--replay", default=None, metavar="BLOB",
+                    help="replay one counterexample: the @reproduce_failure blob printed "
+                         "with a failure (use with a single selected test)")
+
+
+def pytest_cmdline_main(config):
+    if config.getoption("list_kernels"):
+        for name in registry.builtin_names():
+            print(name)
+        return 0
+    return None
+
+
+def kernel_spec(config) -> str:
+    return config.getoption("kernel") or os.environ.get(ENV_KERNEL) or registry.DEFAULT_KERNEL
+
+
+def pytest_configure(config):
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile("dev")
+    config.addinivalue_line("markers", "contract_finding: a property about the contract itself, "
+                            "reported apart from kernel conformance")
+    if config.getoption("report_dir"):
+        from reports.collector import ReportCollector
+        config.pluginmanager.register(ReportCollector(config), "sparse-attn-report")
+        if not config.getoption("xmlpath", None) and not hasattr(config, "workerinput"):
+            config.option.xmlpath = os.path.join(config.getoption("report_dir"), "junit.xml")
+
+
+def pytest_report_header(config):
+    seed = config.getoption("hypothesis_seed", None)
+    profile = settings.get_current_profile_name()
+    return [f"sparse-attn conformance: kernel={kernel_spec(config)} profile={profile} "
+            f"seed={seed if seed is not None else 'random'} "
+            f"(derandomize={settings.default.derandomize})"]
+
+
+_kernels: dict[str, KernelUnderTest] = {}
+
+
+def kernel_under_test(name: str) -> KernelUnderTest:
+    if name not in _kernels:
+        fn = registry.load(name)
+        _kernels[name] = KernelUnderTest(name=name, fn=fn, pre=preconditions_of(fn),
+                                         faulty=registry.is_faulty(name))
+    return _kernels[name]
+
+
+def pytest_generate_tests(metafunc):
+    if "kernel" in metafunc.fixturenames:
+        try:
+            names = registry.expand(kernel_spec(metafunc.config))
+            kernels = [kernel_under_test(n) for n in names]
+        except LookupError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        metafunc.parametrize("kernel", kernels, ids=names, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    blob = config.getoption("replay")
+    if not blob:
+        return
+    m = BLOB_RE.search(blob)
+    version, data = (m.group(1), m.group(2)) if m else (None, blob)
+    if len(items) != 1:
+        raise pytest.UsageError(f"--replay: expected exactly one selected test, got {len(items)}")
+    import base64
+
+    import hypothesis
+    data_bytes = data.encode()
+    base64.b64decode(data_bytes)  # fail here, clearly, on a mangled blob
+    items[0].obj._hypothesis_internal_use_reproduce_failure = (
+        version or hypothesis.__version__, data_bytes)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    recorder.begin()
+    try:
+        yield
+    finally:
+        stats = recorder.end()
+        if stats is not None:
+            item.user_properties.append((STATS_KEY, stats))
+
+
+def replay_blob(longrepr: str) -> str | None:
+    """The `@reproduce_failure(...)` line Hypothesis printed with a failure, if any."""
+    m = BLOB_RE.search(longrepr or "")
+    return m.group(0) if m else None

@@ -1,0 +1,24 @@
+"""Property 2: never attend past the derived causal length. Every pool row that no live
+entry addresses is poisoned (NaN, +-inf, +-3e38) and every ignored index entry is replaced
+by garbage; the output must stay finite and equal to the clean call's reference."""
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.compare import golden
+from conformance.draw import draw_case
+from conformance.harness import call, expect_matches
+from conformance.poison import poisoned
+from conformance.recorder import example
+
+
+@given(data=st.data())
+def test_unread_rows_and_ignored_entries_cannot_leak(kernel, data):
+    case = draw_case(data, kernel)
+    with example(case):
+        gen = torch.Generator().manual_seed(case.seed)
+        dirty = poisoned(case.inputs, gen, entries=not kernel.pre.canonical_rows)
+        out = call(kernel, dirty)
+        expect_matches(out, case.inputs, what="output with unread rows poisoned",
+                       gold=golden(case.inputs), against="clean call's reference")

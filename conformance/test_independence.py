@@ -1,0 +1,49 @@
+"""Property 5: batch and token independence. A token's output depends only on its own
+query and index row, its batch's `seqused_kv` and block tables, and the rows it addresses:
+replacing every other batch and every other token's inputs changes nothing for it."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.draw import draw_case
+from conformance.harness import call, expect_equal_rows
+from conformance.mixing import mix
+from conformance.recorder import example
+
+
+@given(data=st.data())
+def test_other_batches_and_tokens_do_not_matter(kernel, data):
+    a = draw_case(data, kernel, label="case A")
+    b = draw_case(data, kernel, label="case B", config=a.config)
+    with example(a):
+        batch = data.draw(st.integers(0, a.config.B - 1), label="batch")
+        token = data.draw(st.integers(0, a.config.S - 1), label="token")
+        # B's attn_sink is replaced by A's: the sink is shared by every token
+        b_inputs = b.inputs.replace(attn_sink=a.inputs.attn_sink)
+        mixed = mix(a.inputs, b_inputs, batch, token, rows_too=not kernel.pre.canonical_rows)
+        out_mixed = call(kernel, mixed)
+        out_a, out_b = call(kernel, a.inputs), call(kernel, b_inputs)
+        one = (slice(batch, batch + 1), slice(token, token + 1))
+        expect_equal_rows(out_mixed[one], out_a[one],
+                          _token(a.inputs, batch, token),
+                          what=f"token (b={batch}, s={token}) with every other input replaced",
+                          against="same token in its own call")
+        others = [i for i in range(a.config.B) if i != batch]
+        if others:
+            expect_equal_rows(out_mixed[others], out_b[others], _batches(b_inputs, others),
+                              what=f"batches {others} beside a different batch {batch}",
+                              against="same batches in their own call")
+
+
+def _token(inputs, b, s):
+    """The one-token view of `inputs` whose tolerance applies to token (b, s)."""
+    return _batches(inputs, [b]).replace(
+        q=inputs.q[b:b + 1, s:s + 1], topk_idxs=inputs.topk_idxs[b:b + 1, s:s + 1],
+        seqused_kv=(inputs.seqused_kv[b:b + 1] - (inputs.S - 1 - s)).clamp(min=0))
+
+
+def _batches(inputs, idx):
+    return inputs.replace(q=inputs.q[idx], topk_idxs=inputs.topk_idxs[idx],
+                          seqused_kv=inputs.seqused_kv[idx],
+                          ori_block_table=inputs.ori_block_table[idx],
+                          cmp_block_table=inputs.cmp_block_table[idx])

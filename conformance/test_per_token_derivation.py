@@ -1,0 +1,38 @@
+"""Property 4: per-token derivation. Token `s` of an `S`-token call equals the same token
+computed in a one-token call whose `seqused_kv` is the token's own derived length."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.draw import draw_case, require
+from conformance.harness import call, expect_equal_rows
+from conformance.recorder import example
+from kernels.contract import derived_lengths
+from strategies.config import dim_values
+
+
+def one_token_call(inputs, s):
+    """Every batch's token `s` alone, with `seqused_kv = max(seq_used, 0)`."""
+    seq_used, _, _ = derived_lengths(inputs.seqused_kv, inputs.S, inputs.window_size)
+    return inputs.replace(
+        q=inputs.q[:, s:s + 1].clone(),
+        topk_idxs=inputs.topk_idxs[:, s:s + 1].clone(),
+        seqused_kv=seq_used[:, s].clamp(min=0).to(inputs.seqused_kv.dtype),
+    )
+
+
+@given(data=st.data())
+def test_token_equals_its_one_token_call(kernel, data):
+    if 1 not in dim_values("S", kernel.pre):
+        import pytest
+        pytest.skip(f"not exercised: {kernel.name}'s preconditions exclude S = 1")
+    case = draw_case(data, kernel)
+    require(case.config.S >= 2)
+    with example(case):
+        s = data.draw(st.integers(0, case.config.S - 1), label="token s")
+        full = call(kernel, case.inputs)
+        single_inputs = one_token_call(case.inputs, s)
+        single = call(kernel, single_inputs)
+        expect_equal_rows(full[:, s:s + 1], single, single_inputs,
+                          what=f"token s={s} of the S={case.config.S} call",
+                          against="same token in a one-token call")

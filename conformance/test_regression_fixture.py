@@ -1,0 +1,22 @@
+"""Property 3: the seed's standalone causal regression fixture, as an explicit example."""
+
+import pytest
+
+from conformance.fixtures import LARGE, causal_regression
+from conformance.harness import call, expect_matches
+
+
+def test_seed_causal_regression_fixture(kernel):
+    inputs = causal_regression(kernel.pre)
+    if inputs is None:
+        pytest.skip(f"not exercised: {kernel.name}'s preconditions exclude S >= 2 or WIN >= 2")
+    out = call(kernel, inputs)
+    first, last = out[:, 0].abs().max().item(), out[:, -1].abs().min().item()
+    assert first < 1.0, (
+        f"token 0 (seq_used = WIN - 1 = {inputs.window_size - 1}) attended window slot "
+        f"{inputs.window_size - 1}, written by a later token: |o| reaches {first:.4g} "
+        f"(about {LARGE} when the slot leaks, 0 when it does not)")
+    assert last > LARGE / 2, (
+        f"the last token must attend slot {inputs.window_size - 1} (|o| about {LARGE}); "
+        f"its smallest |o| is {last:.4g}")
+    expect_matches(out, inputs)

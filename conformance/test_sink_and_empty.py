@@ -1,0 +1,61 @@
+"""Property 7: sink semantics and empty tokens.
+
+- With every sink at `-inf` the output is the plain softmax over the live rows.
+- With `q = 0` every live logit is 0, so `o = sum_j v_j / (n + exp(sink))`: a closed form
+  computed here without any softmax.
+- A token with no live entry returns exactly 0, never NaN, whatever its sink.
+"""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.draw import draw_case, require
+from conformance.harness import call, expect_matches
+from conformance.recorder import example
+from kernels.contract import live_mask
+from kernels.reference import gather_rows
+
+
+@given(data=st.data())
+def test_minus_inf_sink_is_plain_softmax(kernel, data):
+    if kernel.pre.finite_sinks:
+        pytest.skip(f"not exercised: {kernel.name} declares finite sinks only")
+    case = draw_case(data, kernel)
+    with example(case):
+        i = case.inputs.replace(attn_sink=torch.full((case.config.H,), float("-inf")))
+        rows, live = gather_rows(i)
+        k = rows.double()
+        z = i.softmax_scale * torch.einsum("bshd,bstd->bsht", i.q.double(), k)
+        z = torch.where(live[:, :, None, :], z, float("-inf"))
+        p = torch.softmax(z, dim=-1).nan_to_num(0.0)  # an empty token: all -inf -> 0
+        plain = torch.einsum("bsht,bstd->bshd", p, k)
+        expect_matches(call(kernel, i), i, gold=plain, against="plain softmax")
+
+
+@given(data=st.data())
+def test_zero_query_closed_form(kernel, data):
+    case = draw_case(data, kernel)
+    with example(case):
+        i = case.inputs.replace(q=torch.zeros_like(case.inputs.q))
+        rows, live = gather_rows(i)
+        n = live.sum(dim=-1).double()[:, :, None, None]
+        total = rows.double().sum(dim=2)[:, :, None, :]
+        sink = i.attn_sink.double()[None, None, :, None]
+        closed = torch.where(n > 0, total / (n + torch.exp(sink)), 0.0)
+        expect_matches(call(kernel, i), i, gold=closed, against="closed form for q = 0")
+
+
+@given(data=st.data())
+def test_empty_tokens_return_exact_zero(kernel, data):
+    case = draw_case(data, kernel)
+    i = case.inputs
+    empty = ~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(dim=-1)
+    require(bool(empty.any()))
+    with example(case):
+        out = call(kernel, i)
+        got = out[empty]
+        assert bool((got == 0).all()), (
+            f"tokens with no live entry {torch.nonzero(empty).tolist()} must return exactly 0; "
+            f"got NaN: {bool(got.isnan().any())}, max |o| = {got.nan_to_num(1e30).abs().max():.4g}")
