@@ -4,13 +4,16 @@ statistics and the conformance report. Registered through the `pytest11` entry p
 
 from __future__ import annotations
 
+import base64
 import os
-import re
 
+import hypothesis
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from conformance import recorder
+from conformance.recorder import STATS_KEY
+from conformance.replay import parse_blob
 from conformance.harness import KernelUnderTest
 from kernels import registry
 from kernels.contract import preconditions_of
@@ -30,8 +33,6 @@ settings.register_profile("kill", max_examples=150, phases=[Phase.explicit, Phas
                                                             Phase.generate, Phase.shrink],
                           **_COMMON)
 
-STATS_KEY = "conformance_stats"
-BLOB_RE = re.compile(r"@reproduce_failure\('([^']+)', b'([^']+)'\)")
 
 
 def pytest_addoption(parser):
@@ -44,6 +45,9 @@ def pytest_addoption(parser):
                     help="print the built-in kernel names, one per line, and exit")
     group.addoption("--report-dir", default=None,
                     help="write the conformance report (JSON, HTML, JUnit XML) here")
+    group.addoption("--first-kill", action="store_true",
+                    help="once a kernel fails a property, skip its remaining properties "
+                         "(kill-rate runs; with xdist, pass --dist loadgroup)")
     group.addoption("--replay", default=None, metavar="BLOB",
                     help="replay one counterexample: the @reproduce_failure blob printed "
                          "with a failure (use with a single selected test)")
@@ -102,21 +106,45 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("kernel", kernels, ids=names, scope="session")
 
 
+def _kernel_of(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    k = callspec.params.get("kernel") if callspec else None
+    return k.name if k is not None else None
+
+
+_killed: dict[str, str] = {}
+
+
+def pytest_runtest_setup(item):
+    name = _kernel_of(item)
+    if item.config.getoption("first_kill") and name in _killed:
+        pytest.skip(f"not run: {name} was already killed by {_killed[name]}")
+
+
+def pytest_runtest_logreport(report):
+    if report.failed and "[" in report.nodeid:
+        kernel = report.nodeid.rsplit("[", 1)[1].rstrip("]")
+        _killed.setdefault(kernel, report.nodeid.split("::")[-1].split("[")[0])
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("first_kill"):
+        # one worker per kernel, so that each worker knows its kernels' kills
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(_kernel_of(item) or "none"))
     blob = config.getoption("replay")
     if not blob:
         return
-    m = BLOB_RE.search(blob)
-    version, data = (m.group(1), m.group(2)) if m else (None, blob)
+    version, data = parse_blob(blob)
     if len(items) != 1:
         raise pytest.UsageError(f"--replay: expected exactly one selected test, got {len(items)}")
-    import base64
-
-    import hypothesis
-    data_bytes = data.encode()
-    base64.b64decode(data_bytes)  # fail here, clearly, on a mangled blob
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--replay: expected a base64 blob, got {blob!r}") from exc
+    # what @reproduce_failure(version, blob) would set on the test function
     items[0].obj._hypothesis_internal_use_reproduce_failure = (
-        version or hypothesis.__version__, data_bytes)
+        version or hypothesis.__version__, data)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -128,9 +156,3 @@ def pytest_runtest_call(item):
         stats = recorder.end()
         if stats is not None:
             item.user_properties.append((STATS_KEY, stats))
-
-
-def replay_blob(longrepr: str) -> str | None:
-    """The `@reproduce_failure(...)` line Hypothesis printed with a failure, if any."""
-    m = BLOB_RE.search(longrepr or "")
-    return m.group(0) if m else None

@@ -8,6 +8,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+#: The `user_properties` key under which a test's statistics travel to the report.
+STATS_KEY = "conformance_stats"
 #: Error ratios kept per test for the report's distribution plot.
 MAX_RATIOS = 2000
 

@@ -102,6 +102,9 @@ class Inputs:
     softmax_scale: float
     window_size: int
 
+    def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
+        p.text(repr(self))
+
     def __repr__(self) -> str:
         return (f"Inputs(B={self.B}, S={self.S}, H={self.H}, D={self.D}, WIN={self.window_size}, "
                 f"TOPK={self.TOPK}, BLOCK={self.BLOCK})")

@@ -32,6 +32,9 @@ class Case:
     start_pos: tuple[int, ...] | None
     seed: int
 
+    def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
+        p.text(repr(self))
+
     def __repr__(self) -> str:
         return f"Case({self.inputs!r}, path={self.path}, seed={self.seed})"
 

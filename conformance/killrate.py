@@ -1,0 +1,125 @@
+"""The kill-rate command: run the suite against every seeded faulty kernel (and the correct
+ones), print which were killed, by which property, after how many examples and seconds,
+and how small the shrunk counterexample got.
+
+    python -m conformance.killrate [--profile dev] [--kernels SPEC] [-n auto] [--out DIR]
+
+Exits non-zero when a faulty kernel survives or a correct kernel fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from kernels import registry
+from kernels.mutants import MUTANTS
+
+#: The fast default: the torch mutants, and the correct torch kernels as controls.
+DEFAULT_KERNELS = ",".join(["reference", "tiled", "positional"]
+                           + [f"mutant-{m}" for m in MUTANTS])
+
+
+def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "pytest", os.path.join(os.path.dirname(__file__)),
+           f"--kernel={kernels}", f"--hypothesis-profile={profile}", f"--report-dir={out}",
+           "--first-kill", "-q", "-p", "no:cacheprovider", "--no-header", "-rN"]
+    if workers != "0":
+        cmd += ["-n", workers, "--dist", "loadgroup"]
+    # pytest's own output (every killed kernel's traceback) goes to a log beside the report
+    with open(os.path.join(out, "pytest.log"), "w") as log:
+        return subprocess.call(cmd + extra, stdout=log, stderr=subprocess.STDOUT)
+
+
+def summarise(run: dict) -> list[dict]:
+    """One row per kernel: verdict, the property that caught it, examples and seconds until
+    then (counting the properties it passed before), and the shrunk counterexample's size."""
+    rows = []
+    for name, info in run["kernels"].items():
+        results = [r for r in run["results"] if r["kernel"] == name
+                   and not r.get("contract_finding")]
+        examples = seconds = 0.0
+        caught = None
+        for r in results:  # in execution order (one worker per kernel)
+            if r["status"] == "failed":
+                caught = r
+                examples += r.get("first_failure_example") or 1
+                seconds += r.get("first_failure_seconds") or r["seconds"]
+                break
+            examples += r.get("examples", 0)
+            seconds += r["seconds"]
+        faulty = info["faulty"]
+        verdict = ("killed" if caught else "SURVIVED") if faulty else (
+            "FAILED" if caught else "passed")
+        size = ((caught.get("counterexample") or {}).get("size") if caught else None)
+        rows.append({"kernel": name, "faulty": faulty, "verdict": verdict,
+                     "caught_by": caught["property"] if caught else None,
+                     "examples_to_kill": int(examples) if caught else None,
+                     "seconds_to_kill": round(seconds, 3) if caught else None,
+                     "shrunk_size": size, "replay": caught.get("replay") if caught else None})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'kernel':38} {'verdict':9} {'caught by':42} {'examples':>8} {'seconds':>8}  shrunk"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        size = r["shrunk_size"]
+        shrunk = (f"B={size['B']} S={size['S']} tokens={size['tokens']} "
+                  f"live={size['live_entries']}") if size else "-"
+        lines.append(f"{r['kernel']:38} {r['verdict']:9} {r['caught_by'] or '-':42} "
+                     f"{r['examples_to_kill'] if r['examples_to_kill'] is not None else '-':>8} "
+                     f"{r['seconds_to_kill'] if r['seconds_to_kill'] is not None else '-':>8}  "
+                     f"{shrunk}")
+    killed = [r for r in rows if r["faulty"] and r["verdict"] == "killed"]
+    faulty = [r for r in rows if r["faulty"]]
+    lines.append(f"\nkilled {len(killed)} of {len(faulty)} faulty kernels")
+    if killed:
+        ex = [r["examples_to_kill"] for r in killed]
+        sec = [r["seconds_to_kill"] for r in killed]
+        lines.append(f"examples to kill: median {statistics.median(ex):g}, worst {max(ex)}; "
+                     f"seconds to kill: median {statistics.median(sec):.2f}, worst {max(sec):.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m conformance.killrate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernels", default=DEFAULT_KERNELS,
+                    help="kernel spec as for --kernel (default: the torch mutants and the "
+                         "correct torch kernels); e.g. 'mutant-*,reference,pypto'")
+    ap.add_argument("--profile", default="dev", help="Hypothesis profile (default dev)")
+    ap.add_argument("-n", dest="workers", default="auto", help="xdist workers (0: none)")
+    ap.add_argument("--out", default=None, help="report directory (default: a temp dir)")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    args = ap.parse_args(argv)
+    registry.expand(args.kernels)  # fail fast on a bad spec
+    out = args.out or tempfile.mkdtemp(prefix="killrate-")
+    os.makedirs(out, exist_ok=True)
+    for old in glob.glob(os.path.join(out, "*.json")):
+        os.remove(old)
+    run_suite(args.kernels, args.profile, args.workers, out, args.pytest_args)
+    reports = glob.glob(os.path.join(out, "conformance-*.json"))
+    if len(reports) != 1:
+        print(f"killrate: expected one report in {out}, found {reports}", file=sys.stderr)
+        return 2
+    with open(reports[0]) as f:
+        run = json.load(f)
+    rows = summarise(run)
+    print(table(rows))
+    with open(os.path.join(out, "killrate.json"), "w") as f:
+        json.dump({"profile": args.profile, "kernels": args.kernels, "rows": rows}, f, indent=1)
+    print(f"\nreport: {out}/killrate.json, {reports[0]}, {reports[0][:-5]}.html; "
+          f"pytest output: {out}/pytest.log")
+    bad = [r for r in rows if r["verdict"] in ("SURVIVED", "FAILED")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Every property fails on at least one seeded faulty kernel: the property is run directly,
+in-process, against the faulty kernel named beside it, and must raise."""
+
+import pytest
+
+from conformance import (
+    test_causal_length,
+    test_determinism,
+    test_independence,
+    test_invariance,
+    test_per_token_derivation,
+    test_reference_match,
+    test_regression_fixture,
+    test_sink_and_empty,
+)
+from conformance.plugin import kernel_under_test
+
+CATCHES = [
+    (test_reference_match.test_matches_reference, "mutant-sink-dropped"),
+    (test_reference_match.test_matches_reference_on_model_rows, "mutant-per-batch-length"),
+    (test_causal_length.test_unread_rows_and_ignored_entries_cannot_leak,
+     "mutant-gather-before-mask"),
+    (test_regression_fixture.test_seed_causal_regression_fixture, "mutant-per-batch-length"),
+    (test_per_token_derivation.test_token_equals_its_one_token_call, "mutant-per-batch-length"),
+    (test_independence.test_other_batches_and_tokens_do_not_matter, "mutant-batch0-length"),
+    (test_invariance.test_index_row_order_does_not_matter, "mutant-first-tile-nan"),
+    (test_invariance.test_physical_block_labels_do_not_matter, "mutant-block-table-ignored"),
+    (test_sink_and_empty.test_minus_inf_sink_is_plain_softmax, "mutant-sink-wrong-sign"),
+    (test_sink_and_empty.test_zero_query_closed_form, "mutant-sink-dropped"),
+    (test_sink_and_empty.test_empty_tokens_return_exact_zero, "mutant-empty-token-nan"),
+    (test_determinism.test_two_calls_give_identical_bits, "mutant-nondeterministic-tile-order"),
+    (test_determinism.test_inputs_are_not_modified, "mutant-sanitises-indices-in-place"),
+]
+
+
+def all_properties():
+    import inspect
+
+    from conformance import test_position_causality
+    modules = [test_causal_length, test_determinism, test_independence, test_invariance,
+               test_per_token_derivation, test_reference_match, test_regression_fixture,
+               test_sink_and_empty, test_position_causality]
+    return {fn for m in modules for name, fn in inspect.getmembers(m, inspect.isfunction)
+            if name.startswith("test_") and fn.__module__ == m.__name__}
+
+
+def test_every_kernel_property_is_listed():
+    listed = {fn for fn, _ in CATCHES}
+    findings = {fn for fn in all_properties() if getattr(fn, "pytestmark", None)
+                and any(m.name == "contract_finding" for m in fn.pytestmark)}
+    assert all_properties() - findings - listed == set()
+
+
+@pytest.mark.parametrize("prop, mutant", CATCHES, ids=[f"{p.__name__}-{m}" for p, m in CATCHES])
+def test_property_catches_its_mutant(prop, mutant):
+    with pytest.raises(Exception) as info:
+        prop(kernel=kernel_under_test(mutant))
+    errors = info.value.exceptions if isinstance(info.value, ExceptionGroup) else [info.value]
+    assert all(isinstance(e, AssertionError) for e in errors), errors  # a check, not a crash
+
+
+@pytest.mark.parametrize("prop", [p for p, _ in CATCHES], ids=lambda p: p.__name__)
+def test_property_passes_on_the_reference(prop):
+    prop(kernel=kernel_under_test("reference"))
