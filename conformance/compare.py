@@ -49,7 +49,7 @@ def tolerance(inputs: Inputs, gold: torch.Tensor) -> torch.Tensor:
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
-            what: str = "kernel output", against: str = "reference") -> Comparison:
+            what: str = "kernel output", against: str = "the reference") -> Comparison:
     """Per-row check that `actual` is finite and within `tol` of `expected`."""
     actual, expected = actual.double(), expected.double()
     # a non-finite value on either side (the other side may be the kernel's own output) fails
@@ -62,7 +62,7 @@ def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
         return Comparison(True, worst, "")
     b, s, h = (int(i) for i in torch.nonzero(ratio == ratio.max())[0])
     bad = int((ratio > 1).sum())
-    msg = (f"{what} differs from the {against} in {bad} of {ratio.numel()} (b, s, h) rows; "
+    msg = (f"{what} differs from {against} in {bad} of {ratio.numel()} (b, s, h) rows; "
            f"worst at b={b} s={s} h={h}: error {float(err[b, s, h]):.4g} > tolerance "
            f"{float(tol[b, s, h]):.4g}\n"
            f"  expected[{b},{s},{h},:8] = {_fmt(expected[b, s, h, :8])}\n"

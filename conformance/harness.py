@@ -44,7 +44,7 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
 
 
 def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel output",
-                   gold: torch.Tensor | None = None, against: str = "reference") -> None:
+                   gold: torch.Tensor | None = None, against: str = "the reference") -> None:
     """Assert `actual` matches the contract's output for `inputs` (or `gold`), within the
     tolerance of conformance/compare.py, and record the margin."""
     reference = golden(inputs)

@@ -122,7 +122,7 @@ def pytest_runtest_setup(item):
 
 
 def pytest_runtest_logreport(report):
-    if report.failed and "[" in report.nodeid:
+    if report.failed and "[" in report.nodeid and "contract_finding" not in report.keywords:
         kernel = report.nodeid.rsplit("[", 1)[1].rstrip("]")
         _killed.setdefault(kernel, report.nodeid.split("::")[-1].split("[")[0])
 

@@ -71,6 +71,8 @@ def example(case, detail: str = ""):
     try:
         yield
     except BaseException as exc:
+        if detail or not any("config: B=" in n for n in getattr(exc, "__notes__", [])):
+            exc.add_note(f"the failing call:\n{case.describe()}{detail}")
         if stats.first_failure_example is None:
             stats.first_failure_example = stats.examples
             stats.first_failure_seconds = time.perf_counter() - stats.started

@@ -21,4 +21,4 @@ def test_unread_rows_and_ignored_entries_cannot_leak(kernel, data):
         dirty = poisoned(case.inputs, gen, entries=not kernel.pre.canonical_rows)
         out = call(kernel, dirty)
         expect_matches(out, case.inputs, what="output with unread rows poisoned",
-                       gold=golden(case.inputs), against="clean call's reference")
+                       gold=golden(case.inputs), against="the clean call's reference")

@@ -27,12 +27,12 @@ def test_other_batches_and_tokens_do_not_matter(kernel, data):
         expect_equal_rows(out_mixed[one], out_a[one],
                           _token(a.inputs, batch, token),
                           what=f"token (b={batch}, s={token}) with every other input replaced",
-                          against="same token in its own call")
+                          against="the same token in its own call")
         others = [i for i in range(a.config.B) if i != batch]
         if others:
             expect_equal_rows(out_mixed[others], out_b[others], _batches(b_inputs, others),
                               what=f"batches {others} beside a different batch {batch}",
-                              against="same batches in their own call")
+                              against="the same batches in their own call")
 
 
 def _token(inputs, b, s):

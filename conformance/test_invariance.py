@@ -25,7 +25,7 @@ def test_index_row_order_does_not_matter(kernel, data):
         permuted = case.inputs.replace(topk_idxs=torch.gather(rows, -1, perm))
         expect_equal_rows(call(kernel, permuted), call(kernel, case.inputs), case.inputs,
                           what="output with each index row permuted",
-                          against="output with the original rows")
+                          against="the output with the original rows")
 
 
 @given(data=st.data())
@@ -42,4 +42,4 @@ def test_physical_block_labels_do_not_matter(kernel, data):
                           cmp_block_table=cmp_t)
         expect_equal_rows(call(kernel, moved), call(kernel, i), i,
                           what="output with the physical blocks relabelled",
-                          against="output with the original labels")
+                          against="the output with the original labels")

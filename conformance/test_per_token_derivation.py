@@ -35,4 +35,4 @@ def test_token_equals_its_one_token_call(kernel, data):
         single = call(kernel, single_inputs)
         expect_equal_rows(full[:, s:s + 1], single, single_inputs,
                           what=f"token s={s} of the S={case.config.S} call",
-                          against="same token in a one-token call")
+                          against="the same token in a one-token call")

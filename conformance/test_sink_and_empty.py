@@ -31,7 +31,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
         z = torch.where(live[:, :, None, :], z, float("-inf"))
         p = torch.softmax(z, dim=-1).nan_to_num(0.0)  # an empty token: all -inf -> 0
         plain = torch.einsum("bsht,bstd->bshd", p, k)
-        expect_matches(call(kernel, i), i, gold=plain, against="plain softmax")
+        expect_matches(call(kernel, i), i, gold=plain, against="the plain softmax")
 
 
 @given(data=st.data())
@@ -44,7 +44,7 @@ def test_zero_query_closed_form(kernel, data):
         total = rows.double().sum(dim=2)[:, :, None, :]
         sink = i.attn_sink.double()[None, None, :, None]
         closed = torch.where(n > 0, total / (n + torch.exp(sink)), 0.0)
-        expect_matches(call(kernel, i), i, gold=closed, against="closed form for q = 0")
+        expect_matches(call(kernel, i), i, gold=closed, against="the closed form for q = 0")
 
 
 @given(data=st.data())

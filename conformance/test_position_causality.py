@@ -1,0 +1,61 @@
+"""Position-level causality (a property about the contract, reported apart from kernel
+conformance): no token may attend a row written at a later position than its own.
+
+Rows are modelled from the start positions (conformance/positions.py). For each token `s`
+every row holding a later position of its batch (or nothing written) is poisoned; the
+token's output must not change. The derived length protects by count, not by position:
+once the window ring has wrapped, an earlier token of a multi-token call keeps window slots
+that later tokens of the same call overwrote (contract section 4). That case is a strict
+expected failure, so it flips when the contract is fixed; docs/position-causality.md holds
+its shrunk counterexample.
+"""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.draw import draw_case, require
+from conformance.harness import call, expect_equal_rows
+from conformance.poison import poison_pool
+from conformance.positions import later_rows, ring_wrapped
+from conformance.recorder import example
+
+
+def check_no_later_position(kernel, case):
+    clean = call(kernel, case.inputs)
+    i = case.inputs
+    for s in range(i.S):
+        ori_later, cmp_later = later_rows(i, case.start_pos, case.config.ratio, s)
+        dirty = i.replace(ori_kv=poison_pool(i.ori_kv, ~ori_later),
+                          cmp_kv=poison_pool(i.cmp_kv, ~cmp_later))
+        out = call(kernel, dirty)
+        expect_equal_rows(out[:, s:s + 1], clean[:, s:s + 1], _token_view(i, s),
+                          what=f"token s={s} with every row of a later position poisoned",
+                          against="the same token with clean rows")
+
+
+def _token_view(i, s):
+    return i.replace(q=i.q[:, s:s + 1], topk_idxs=i.topk_idxs[:, s:s + 1],
+                     seqused_kv=(i.seqused_kv - (i.S - 1 - s)).clamp(min=0))
+
+
+@given(data=st.data())
+def test_no_later_position_before_the_ring_wraps(kernel, data):
+    case = draw_case(data, kernel, adversarial=False)
+    require(not ring_wrapped(case.start_pos, case.config.S, case.config.WIN))
+    with example(case):
+        check_no_later_position(kernel, case)
+
+
+@pytest.mark.contract_finding
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "contract finding: with per-batch seqused_kv, once the window ring has wrapped an earlier "
+    "token of a multi-token call attends the window slot a later token overwrote "
+    "(docs/position-causality.md)"))
+@given(data=st.data())
+def test_no_later_position_after_the_ring_wraps(kernel, data):
+    case = draw_case(data, kernel, adversarial=False)
+    require(case.config.S >= 2 and ring_wrapped(case.start_pos, case.config.S, case.config.WIN))
+    with example(case):
+        check_no_later_position(kernel, case)
