@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +27,18 @@ class KernelUnderTest:
         return f"KernelUnderTest({self.name!r})"
 
 
+#: per kernel: the arguments of its latest call, and of the latest call in a failing example
+_last_args: dict[str, dict] = {}
+failing_args: dict[str, dict] = {}
+
+
 def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> torch.Tensor:
     """Call the kernel on a fresh copy of `inputs` (or on `args`, if given); return its
     output as CPU fp32. Anything the kernel raises becomes a `KernelFailure` that names the
     kernel and keeps whatever diagnostics the exception carries."""
     kw = inputs.kwargs() if args is None else args
     validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
+    _last_args[kernel.name] = kw
     try:
         out = kernel.fn(**kw)
     except Exception as exc:
@@ -59,3 +66,29 @@ def expect_equal_rows(actual: torch.Tensor, expected: torch.Tensor, inputs: Inpu
                       what: str, against: str) -> None:
     """Assert two outputs of the kernel agree within the comparison tolerance."""
     expect_matches(actual, inputs, what, gold=expected.double(), against=against)
+
+
+@contextmanager
+def example(case, kernel: KernelUnderTest):
+    """Wrap one example's body (see `recorder.example`); on failure keep the arguments of
+    the kernel's latest call, for the kernel's own diagnostics (`diagnose`)."""
+    try:
+        with recorder.example(case):
+            yield
+    except BaseException:
+        if kernel.name in _last_args:
+            failing_args[kernel.name] = _last_args[kernel.name]
+        raise
+
+
+def diagnose(kernel: KernelUnderTest) -> str | None:
+    """What the kernel's optional `diagnose(**args)` says about its latest failing call
+    (for the pypto kernel: which compiler pass first diverged)."""
+    fn = getattr(kernel.fn, "diagnose", None)
+    args = failing_args.pop(kernel.name, None)
+    if fn is None or args is None:
+        return None
+    try:
+        return str(fn(**args))
+    except Exception as exc:  # diagnostics must never hide the failure itself
+        return f"{kernel.name}.diagnose failed: {type(exc).__name__}: {exc}"

@@ -11,10 +11,10 @@ import hypothesis
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from conformance import recorder
+from conformance import harness, hypothesis_hooks, recorder
+from conformance.harness import KernelUnderTest
 from conformance.recorder import STATS_KEY
 from conformance.replay import parse_blob
-from conformance.harness import KernelUnderTest
 from kernels import registry
 from kernels.contract import preconditions_of
 
@@ -48,9 +48,10 @@ def pytest_addoption(parser):
     group.addoption("--first-kill", action="store_true",
                     help="once a kernel fails a property, skip its remaining properties "
                          "(kill-rate runs; with xdist, pass --dist loadgroup)")
-    group.addoption("--replay", default=None, metavar="BLOB",
-                    help="replay one counterexample: the @reproduce_failure blob printed "
-                         "with a failure (use with a single selected test)")
+    group.addoption("--replay", default=None, metavar="VERSION:BLOB",
+                    help="replay one counterexample: hypothesis version and blob of the "
+                         "@reproduce_failure line printed with a failure, or that whole line "
+                         "(select a single test)")
 
 
 def pytest_cmdline_main(config):
@@ -80,9 +81,19 @@ def pytest_configure(config):
 def pytest_report_header(config):
     seed = config.getoption("hypothesis_seed", None)
     profile = settings.get_current_profile_name()
-    return [f"sparse-attn conformance: kernel={kernel_spec(config)} profile={profile} "
-            f"seed={seed if seed is not None else 'random'} "
-            f"(derandomize={settings.default.derandomize})"]
+    lines = [f"sparse-attn conformance: kernel={kernel_spec(config)} profile={profile} "
+             f"seed={seed if seed is not None else 'random'} "
+             f"(derandomize={settings.default.derandomize})"]
+    try:
+        kernels = [kernel_under_test(n) for n in registry.expand(kernel_spec(config))]
+    except LookupError:
+        return lines
+    for k in kernels:
+        fraction = example_fraction(k)
+        if fraction < 1:
+            lines.append(f"  {k.name}: declares example_fraction={fraction:g}: each property "
+                         f"runs that share of the profile's max_examples (at least 3)")
+    return lines
 
 
 _kernels: dict[str, KernelUnderTest] = {}
@@ -106,9 +117,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("kernel", kernels, ids=names, scope="session")
 
 
-def _kernel_of(item) -> str | None:
+def _kernel_param(item) -> KernelUnderTest | None:
     callspec = getattr(item, "callspec", None)
-    k = callspec.params.get("kernel") if callspec else None
+    return callspec.params.get("kernel") if callspec else None
+
+
+def _kernel_of(item) -> str | None:
+    k = _kernel_param(item)
     return k.name if k is not None else None
 
 
@@ -142,17 +157,38 @@ def pytest_collection_modifyitems(config, items):
         base64.b64decode(data, validate=True)
     except ValueError as exc:
         raise pytest.UsageError(f"--replay: expected a base64 blob, got {blob!r}") from exc
-    # what @reproduce_failure(version, blob) would set on the test function
-    items[0].obj._hypothesis_internal_use_reproduce_failure = (
-        version or hypothesis.__version__, data)
+    hypothesis_hooks.replay(items[0].obj, version or hypothesis.__version__, data)
+
+
+def example_fraction(kernel) -> float:
+    """The share of each profile's examples a slow kernel asks for (`fn.example_fraction`)."""
+    fraction = getattr(kernel.fn, "example_fraction", 1.0)
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise pytest.UsageError(
+            f"kernel {kernel.name!r}: example_fraction: expected a number in (0, 1], got {fraction!r}")
+    return float(fraction)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     recorder.begin()
+    kernel = _kernel_param(item)
+    fraction = example_fraction(kernel) if kernel is not None else 1.0
     try:
-        yield
+        with hypothesis_hooks.scaled_examples(item.obj, fraction):
+            yield
     finally:
         stats = recorder.end()
         if stats is not None:
             item.user_properties.append((STATS_KEY, stats))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    kernel = _kernel_param(item)
+    if call.when == "call" and kernel is not None:
+        text = harness.diagnose(kernel) if report.failed else None
+        if text:
+            report.sections.append(("kernel diagnostics", text))

@@ -10,15 +10,19 @@ BLOB_RE = re.compile(r"@reproduce_failure\('(?P<version>[^']+)', b'(?P<blob>[^']
 
 
 def find_blob(text: str) -> str | None:
-    """The `@reproduce_failure(...)` line in a failure's text, if any."""
+    """`VERSION:BLOB` from the `@reproduce_failure(...)` line in a failure's text, if any."""
     m = BLOB_RE.search(text or "")
-    return m.group(0) if m else None
+    return f"{m['version']}:{m['blob']}" if m else None
 
 
 def parse_blob(arg: str) -> tuple[str | None, bytes]:
-    """`(hypothesis version or None, blob)` from a whole decorator line or a bare blob."""
+    """`(hypothesis version or None, blob)` from `VERSION:BLOB`, a whole
+    `@reproduce_failure(...)` line, or a bare blob."""
     m = BLOB_RE.search(arg)
-    return (m["version"], m["blob"].encode()) if m else (None, arg.encode())
+    if m:
+        return m["version"], m["blob"].encode()
+    version, sep, blob = arg.rpartition(":")
+    return (version if sep else None), blob.encode()
 
 
 def replay_command(nodeid: str, kernel: str, profile: str, blob: str | None) -> str:

@@ -8,15 +8,14 @@ from hypothesis import strategies as st
 
 from conformance.compare import golden
 from conformance.draw import draw_case
-from conformance.harness import call, expect_matches
+from conformance.harness import call, example, expect_matches
 from conformance.poison import poisoned
-from conformance.recorder import example
 
 
 @given(data=st.data())
 def test_unread_rows_and_ignored_entries_cannot_leak(kernel, data):
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         gen = torch.Generator().manual_seed(case.seed)
         dirty = poisoned(case.inputs, gen, entries=not kernel.pre.canonical_rows)
         out = call(kernel, dirty)

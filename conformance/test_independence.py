@@ -6,16 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case
-from conformance.harness import call, expect_equal_rows
+from conformance.harness import call, example, expect_equal_rows
 from conformance.mixing import mix
-from conformance.recorder import example
 
 
 @given(data=st.data())
 def test_other_batches_and_tokens_do_not_matter(kernel, data):
     a = draw_case(data, kernel, label="case A")
     b = draw_case(data, kernel, label="case B", config=a.config)
-    with example(a):
+    with example(a, kernel):
         batch = data.draw(st.integers(0, a.config.B - 1), label="batch")
         token = data.draw(st.integers(0, a.config.S - 1), label="token")
         # B's attn_sink is replaced by A's: the sink is shared by every token

@@ -8,8 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case
-from conformance.harness import call, expect_equal_rows
-from conformance.recorder import example
+from conformance.harness import call, example, expect_equal_rows
 from strategies.pools import relabel_blocks
 
 
@@ -18,7 +17,7 @@ def test_index_row_order_does_not_matter(kernel, data):
     if kernel.pre.canonical_rows:
         pytest.skip(f"not exercised: {kernel.name} reads canonical rows only")
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         gen = torch.Generator().manual_seed(case.seed + 1)
         rows = case.inputs.topk_idxs
         perm = torch.argsort(torch.rand(rows.shape, generator=gen), dim=-1)
@@ -31,7 +30,7 @@ def test_index_row_order_does_not_matter(kernel, data):
 @given(data=st.data())
 def test_physical_block_labels_do_not_matter(kernel, data):
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         gen = torch.Generator().manual_seed(case.seed + 2)
         i = case.inputs
         ori_kv, ori_t = relabel_blocks(i.ori_kv, i.ori_block_table,

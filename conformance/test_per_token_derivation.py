@@ -5,8 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case, require
-from conformance.harness import call, expect_equal_rows
-from conformance.recorder import example
+from conformance.harness import call, example, expect_equal_rows
 from kernels.contract import derived_lengths
 from strategies.config import dim_values
 
@@ -28,7 +27,7 @@ def test_token_equals_its_one_token_call(kernel, data):
         pytest.skip(f"not exercised: {kernel.name}'s preconditions exclude S = 1")
     case = draw_case(data, kernel)
     require(case.config.S >= 2)
-    with example(case):
+    with example(case, kernel):
         s = data.draw(st.integers(0, case.config.S - 1), label="token s")
         full = call(kernel, case.inputs)
         single_inputs = one_token_call(case.inputs, s)

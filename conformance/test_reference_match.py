@@ -5,14 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case
-from conformance.harness import call, expect_matches
-from conformance.recorder import example
+from conformance.harness import call, example, expect_matches
 
 
 @given(data=st.data())
 def test_matches_reference(kernel, data):
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         expect_matches(call(kernel, case.inputs), case.inputs)
 
 
@@ -21,5 +20,5 @@ def test_matches_reference_on_model_rows(kernel, data):
     """The inputs the SWA, HCA and CSA paths produce, on their own: a kernel that fails
     only here fails in production."""
     case = draw_case(data, kernel, adversarial=False)
-    with example(case):
+    with example(case, kernel):
         expect_matches(call(kernel, case.inputs), case.inputs)

@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case, require
-from conformance.harness import call, expect_matches
-from conformance.recorder import example
+from conformance.harness import call, example, expect_matches
 from kernels.contract import live_mask
 from kernels.reference import gather_rows
 
@@ -23,7 +22,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
     if kernel.pre.finite_sinks:
         pytest.skip(f"not exercised: {kernel.name} declares finite sinks only")
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         i = case.inputs.replace(attn_sink=torch.full((case.config.H,), float("-inf")))
         rows, live = gather_rows(i)
         k = rows.double()
@@ -37,7 +36,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
 @given(data=st.data())
 def test_zero_query_closed_form(kernel, data):
     case = draw_case(data, kernel)
-    with example(case):
+    with example(case, kernel):
         i = case.inputs.replace(q=torch.zeros_like(case.inputs.q))
         rows, live = gather_rows(i)
         n = live.sum(dim=-1).double()[:, :, None, None]
@@ -53,7 +52,7 @@ def test_empty_tokens_return_exact_zero(kernel, data):
     i = case.inputs
     empty = ~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(dim=-1)
     require(bool(empty.any()))
-    with example(case):
+    with example(case, kernel):
         out = call(kernel, i)
         got = out[empty]
         assert bool((got == 0).all()), (

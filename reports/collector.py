@@ -14,7 +14,10 @@ from hypothesis import settings
 from conformance.recorder import STATS_KEY
 from conformance.replay import find_blob, replay_command
 from reports import html, model
-PARAM_RE = re.compile(r"^(?P<path>[^:]+)::(?P<test>[^\[]+)\[(?P<kernel>.+)\]$")
+
+PARAM_RE = re.compile(r"^(?P<path>[^:]+)::(?P<test>[^\[]+)(\[(?P<kernel>.+)\])?$")
+#: The kernel column of a test that is not parametrised by kernel (a contract finding).
+CONTRACT = "(contract)"
 
 
 def versions() -> dict:
@@ -42,7 +45,7 @@ class ReportCollector:
             return
         entry = self.results.setdefault(report.nodeid, {
             "nodeid": report.nodeid, "file": m["path"], "property": m["test"],
-            "kernel": m["kernel"], "status": "passed", "seconds": 0.0, "message": "",
+            "kernel": m["kernel"] or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
             "seq": len(self.results),  # execution order per worker
             "contract_finding": "contract_finding" in report.keywords,
         })

@@ -1,0 +1,162 @@
+"""Public entry point of the pypto sparse decode attention kernel, and its faulty variants.
+
+``sparse_attn(**contract_kwargs)`` validates the call (``kernels.contract.validate``), pads
+it to a shape bucket, runs the pypto program (:mod:`kernels.pypto_program`) in the isolated
+worker (:mod:`kernels.pypto_runtime`) and returns ``o`` ``[B, S, H, D]`` fp32 on the CPU.
+
+Shape space (kept small so one compiled program serves many examples; each program costs
+a compile of a few seconds once per worker):
+
+- fixed by precondition: ``H = 2``, ``D = 16``, ``WIN = 8``, ``BLOCK = 4`` (these change the
+  arithmetic or the meaning of index values, so they cannot be padded); ``S in (1, 2)``;
+  ``IDX_TOPK in (4, 8, 16)``; ``B in (1, 2, 3, 4)``;
+- padded, preserving semantics: ``B`` up to 2 or 4 with extra batches of ``seqused = 0``
+  (no live entry; their outputs are dropped); ``TOPK`` up to a multiple of the key tile
+  ``KT = 8`` with ``-1`` entries (ignored); block tables to 2 / a power of two columns and
+  pools to a power of two blocks (extra columns and blocks are never addressed by a live
+  entry). ``softmax_scale`` is a runtime tensor, not a compile-time constant.
+
+Verification: by default only the tensor graph is interpreted (its result is the output);
+pypto's per-compiler-pass checks are skipped, as they cost time and do not change the output.
+:func:`verify_passes` re-runs one call with them and returns the per-pass report (setting
+``SPARSE_ATTN_PYPTO_VERIFY_PASSES=1`` turns them on for every call). The report of the last
+call is available from :func:`last_verify` (and is attached to
+:class:`kernels.pypto_runtime.KernelError`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from kernels.contract import Preconditions, validate
+from kernels.pypto_program import ProgramDims
+from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, default_worker, describe_verify
+
+KT = 8  # key tile of the online softmax
+PRECONDITIONS = Preconditions(
+    dims={"H": (2,), "D": (16,), "WIN": (8,), "BLOCK": (4,), "S": (1, 2),
+          "IDX_TOPK": (4, 8, 16), "B": (1, 2, 3, 4)},
+    note=("pypto 0.2.0 runs here only through its pass-verification interpreter, ~1-2 s per "
+          "call and seconds per compiled shape: dims are pinned to a few small values and "
+          "padded into buckets. No semantic preconditions."),
+)
+
+#: Share of each Hypothesis profile's examples the suite runs for this kernel (see README).
+EXAMPLE_FRACTION = 0.2
+
+_last_verify: dict | None = None
+
+
+def _bucket(n: int, sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> int:
+    for size in sizes:
+        if n <= size:
+            return size
+    return 1 << math.ceil(math.log2(n))
+
+
+def plan(inputs) -> tuple[ProgramDims, list[torch.Tensor]]:
+    """Padded program dims and the kernel's argument tensors (output buffer last)."""
+    B, S, H, D = inputs.B, inputs.S, inputs.H, inputs.D
+    WIN, BLOCK, TOPK = inputs.window_size, inputs.BLOCK, inputs.TOPK
+    Bp = 1 if B == 1 else _bucket(max(B, 2), (2, 4, 8, 16, 32, 64))
+    TOPKp = KT * math.ceil(TOPK / KT)
+    NW = inputs.ori_block_table.shape[1]
+    NWp = _bucket(NW, (2, 4, 8, 16, 32, 64))
+    Mp = _bucket(inputs.cmp_block_table.shape[1], (2, 4, 8, 16, 32, 64, 128, 256))
+    NOp = _bucket(inputs.ori_kv.shape[0], (4, 8, 16, 32, 64, 128, 256))
+    NCp = _bucket(inputs.cmp_kv.shape[0], (4, 8, 16, 32, 64, 128, 256))
+    dims = ProgramDims(B=Bp, S=S, H=H, D=D, WIN=WIN, TOPK=TOPKp, BLOCK=BLOCK,
+                       NW=NWp, M=Mp, NO=NOp, NC=NCp, KT=KT)
+
+    def pad(t: torch.Tensor, shape, value=0) -> torch.Tensor:
+        out = torch.full(shape, value, dtype=t.dtype)
+        out[tuple(slice(0, n) for n in t.shape)] = t
+        return out
+
+    q = pad(inputs.q, (Bp, S, H, D)).reshape(Bp * S, H, D)
+    idx = pad(inputs.topk_idxs, (Bp, S, TOPKp), -1).reshape(Bp * S, TOPKp)
+    arrays = [
+        q.contiguous(),
+        pad(inputs.ori_kv, (NOp, BLOCK, D)).reshape(NOp * BLOCK, D),
+        pad(inputs.ori_block_table, (Bp, NWp)),
+        pad(inputs.cmp_kv, (NCp, BLOCK, D)).reshape(NCp * BLOCK, D),
+        pad(inputs.cmp_block_table, (Bp, Mp)),
+        idx.contiguous(),
+        inputs.attn_sink.to(torch.float32).reshape(1, H, 1).contiguous(),
+        pad(inputs.seqused_kv, (Bp,)),  # padded batches: seqused 0, nothing live
+        torch.full((Bp * S, H, 1), float(inputs.softmax_scale), dtype=torch.float32),
+        torch.zeros(Bp * S, H, D, dtype=torch.float32),
+    ]
+    return dims, arrays
+
+
+VERIFY_PASSES_ENV = "SPARSE_ATTN_PYPTO_VERIFY_PASSES"
+
+
+def run(bugs: frozenset, kw: dict, timeout_s: float = DEFAULT_TIMEOUT_S,
+        verify_passes: bool | None = None) -> torch.Tensor:
+    """Validate, pad, run the program with ``bugs`` in the worker, unpad.
+
+    ``verify_passes``: also have pypto verify every compiler pass (default: from
+    ``$SPARSE_ATTN_PYPTO_VERIFY_PASSES``, else off)."""
+    global _last_verify
+    if verify_passes is None:
+        verify_passes = os.environ.get(VERIFY_PASSES_ENV, "") not in ("", "0")
+    inputs = validate(**kw)
+    dims, arrays = plan(inputs)
+    out, report = default_worker().call(
+        ("run", dims, frozenset(bugs), arrays, bool(verify_passes)), timeout_s)
+    _last_verify = report
+    B, S = inputs.B, inputs.S
+    return out.reshape(dims.B, S, inputs.H, inputs.D)[:B].clone()
+
+
+def last_verify() -> dict | None:
+    """pypto's pass-verification report of this process's last successful call.
+
+    Keys: ``produced`` (bool: pypto wrote any verification result), ``first_divergent_pass``
+    (name or None), ``divergent_passes``, ``passed`` and ``lines`` (raw log lines).
+    """
+    return _last_verify
+
+
+def verify_passes(kernel=None, **kw) -> dict | None:
+    """Re-run one call of ``kernel`` (default :data:`sparse_attn`) with pypto's per-pass
+    verification on; return its report (see :func:`last_verify`). For failure messages:
+    a few seconds per call."""
+    run((kernel or sparse_attn).bugs, kw, verify_passes=True)
+    return _last_verify
+
+
+def _make(bugs: frozenset, name: str, doc: str):
+    def kernel(*, q, ori_kv, ori_block_table, cmp_kv, cmp_block_table, topk_idxs, attn_sink,
+               seqused_kv, softmax_scale, window_size) -> torch.Tensor:
+        return run(bugs, dict(q=q, ori_kv=ori_kv, ori_block_table=ori_block_table,
+                              cmp_kv=cmp_kv, cmp_block_table=cmp_block_table,
+                              topk_idxs=topk_idxs, attn_sink=attn_sink, seqused_kv=seqused_kv,
+                              softmax_scale=softmax_scale, window_size=window_size))
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = doc
+    kernel.preconditions = PRECONDITIONS
+    kernel.bugs = bugs
+    # about 1 s a call through the interpreter: the suite runs this share of each profile
+    kernel.example_fraction = EXAMPLE_FRACTION
+    kernel.diagnose = lambda **kw: describe_verify(verify_passes(kernel, **kw))
+    return kernel
+
+
+sparse_attn = _make(frozenset(), "sparse_attn",
+                    "The pypto kernel (contract sections 1-3); returns o [B,S,H,D] fp32.")
+mutant_missing_plus_one = _make(
+    frozenset({"missing_plus_one"}), "mutant_missing_plus_one",
+    "Faulty: seq_used = seqused_kv[b] - S + s (the '+ 1' is missing).")
+mutant_sink_dropped = _make(
+    frozenset({"sink_dropped"}), "mutant_sink_dropped",
+    "Faulty: the sink is left out of the softmax denominator.")
+
+MUTANTS = {"mutant_missing_plus_one": mutant_missing_plus_one,
+           "mutant_sink_dropped": mutant_sink_dropped}

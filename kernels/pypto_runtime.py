@@ -1,0 +1,188 @@
+"""Client side of the isolated pypto worker (see :mod:`kernels.pypto_worker`).
+
+pypto 0.2.0 can SIGSEGV or abort while building, compiling or interpreting a graph. Every
+call therefore runs in a persistent child process: a crash raises :class:`KernelCrashed`
+(signal and stderr tail) here and a hang is cut by a timeout (:class:`KernelTimeout`);
+in both cases the worker is discarded and the next call starts a fresh one. One worker per
+calling process, so ``pytest -n auto`` workers each get their own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+DEFAULT_TIMEOUT_S = 300.0  # a cold compile of a new shape takes seconds; a hang is cut here
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KernelError(RuntimeError):
+    """The kernel raised inside the worker. ``verify`` holds pypto's verification report."""
+
+    def __init__(self, message: str, verify: dict | None = None):
+        super().__init__(message + "\n" + describe_verify(verify))
+        self.verify = verify
+
+
+class KernelCrashed(KernelError):
+    """The worker died (signal or exit) during a call."""
+
+    def __init__(self, signum: int | None, returncode: int | None, stderr_tail: str):
+        name = signal.Signals(signum).name if signum else f"exit code {returncode}"
+        RuntimeError.__init__(self, f"pypto worker died ({name}); stderr tail:\n{stderr_tail}")
+        self.signum = signum
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.verify = None
+
+
+class KernelTimeout(KernelError):
+    """The call did not finish within its timeout; the worker was killed."""
+
+    def __init__(self, timeout_s: float, stderr_tail: str):
+        RuntimeError.__init__(self, f"pypto worker timed out after {timeout_s:g} s; "
+                                    f"stderr tail:\n{stderr_tail}")
+        self.timeout_s = timeout_s
+        self.stderr_tail = stderr_tail
+        self.verify = None
+
+
+def describe_verify(verify: dict | None) -> str:
+    """One line about pypto's pass verification, for failure messages."""
+    if not verify or not verify.get("produced"):
+        return "pypto pass verification: no result produced"
+    first = verify.get("first_divergent_pass")
+    if first is None and not verify.get("passed"):
+        return ("pypto pass verification: per-pass checks off (kernels.pypto_kernel."
+                "verify_passes re-runs a call with them)")
+    if first is None:
+        return f"pypto pass verification: all verified passes agree ({', '.join(verify['passed'])})"
+    return (f"pypto pass verification: first divergent pass {first} "
+            f"(divergent: {', '.join(verify['divergent_passes'])})")
+
+
+class PyptoWorker:
+    """A persistent worker process, restarted after a crash or timeout."""
+
+    def __init__(self):
+        self._proc: subprocess.Popen | None = None
+        self._resp_fd: int | None = None
+        self._log_path: Path | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        log = tempfile.NamedTemporaryFile(prefix="sparse-attn-pypto-worker-", suffix=".log",
+                                          delete=False)
+        self._log_path = Path(log.name)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "kernels.pypto_worker", str(write_fd)],
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,), env=env, cwd=tempfile.gettempdir(),
+            start_new_session=True,  # a timeout kill reaches pypto's helper processes too
+        )
+        log.close()
+        os.close(write_fd)
+        self._resp_fd = read_fd
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+            if proc.stdin:
+                proc.stdin.close()
+        if self._resp_fd is not None:
+            os.close(self._resp_fd)
+            self._resp_fd = None
+        if self._log_path is not None:  # callers read the tail before stopping
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    def stderr_tail(self, n: int = 4000) -> str:
+        """The last ``n`` characters of the worker's combined stdout/stderr."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        data = self._log_path.read_bytes()[-n:]
+        return data.decode("utf-8", "replace")
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running worker, if any."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def request(self, req: tuple, timeout_s: float = DEFAULT_TIMEOUT_S):
+        """Send ``req``; return the worker's ``(status, value, report)``."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._stop()
+                self._start()
+            data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
+                self._proc.stdin.flush()
+                return self._read_response(timeout_s)
+            except BrokenPipeError:
+                return self._read_response(timeout_s)
+
+    def _read_response(self, timeout_s: float):
+        head = self._read_exact(8, timeout_s)
+        (n,) = struct.unpack("<Q", head)
+        return pickle.loads(self._read_exact(n, timeout_s))
+
+    def _read_exact(self, n: int, timeout_s: float) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            ready, _, _ = select.select([self._resp_fd], [], [], timeout_s)
+            if not ready:
+                tail = self.stderr_tail()
+                self._stop()
+                raise KernelTimeout(timeout_s, tail)
+            chunk = os.read(self._resp_fd, n - len(buf))
+            if not chunk:  # worker exited: the pipe closed
+                proc = self._proc
+                rc = proc.wait()
+                tail = self.stderr_tail()
+                self._stop()
+                raise KernelCrashed(-rc if rc < 0 else None, rc, tail)
+            buf += chunk
+        return bytes(buf)
+
+    def call(self, req: tuple, timeout_s: float = DEFAULT_TIMEOUT_S):
+        """Send ``req`` and return ``(value, report)``; raise :class:`KernelError` on error."""
+        status, value, report = self.request(req, timeout_s)
+        if status != "ok":
+            raise KernelError(f"pypto kernel failed in the worker:\n{value}", report)
+        return value, report
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        with self._lock:
+            self._stop()
+
+
+_default: PyptoWorker | None = None
+
+
+def default_worker() -> PyptoWorker:
+    """The calling process's shared worker (created on first use)."""
+    global _default
+    if _default is None:
+        _default = PyptoWorker()
+        atexit.register(_default.close)
+    return _default

@@ -1,0 +1,197 @@
+"""Worker process that runs pypto kernel calls (``python -m kernels.pypto_worker FD``).
+
+Reads pickled requests from stdin and writes pickled responses to the pipe fd given on the
+command line; its own stdout/stderr go to a log file, because pypto prints freely there.
+The worker runs in a private temp dir (pypto writes ``./output/...``) with pypto's logs
+redirected under it, keeps compiled programs cached by shape, and loads the calculator
+from the per-machine cache. A crash kills only this process; the client sees it.
+
+Requests: ``("run", dims, bugs, arrays, verify_passes)``, ``("ping",)``, test hooks ``("kill", signum)`` and
+``("sleep", seconds)``. Responses: ``("ok", value, report)`` or ``("error", text, report)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+MODE_ENV = "SPARSE_ATTN_PYPTO_MODE"  # sim | npu; default: npu iff CANN and a device
+
+
+def run_mode() -> str:
+    """Pick pypto's run mode: env override, else NPU when CANN and a device are present."""
+    mode = os.environ.get(MODE_ENV, "").strip().lower()
+    if mode:
+        if mode not in ("sim", "npu"):
+            raise ValueError(f"{MODE_ENV}: expected 'sim' or 'npu', got {mode!r}")
+        return mode
+    if os.environ.get("ASCEND_HOME_PATH") and Path("/dev/davinci0").exists():
+        return "npu"
+    return "sim"
+
+
+class VerifyLog:
+    """Reads pypto's pass-verification results from its plog files.
+
+    pypto 0.2.0 writes one INFO line per verified pass (``... Pass_NN_Name Verify ... result
+    PASS``) and on divergence an ERROR line ``VerifyPass failed for function F, pass P
+    (passIndex: N, ...)`` into ``$ASCEND_PROCESS_LOG_PATH/debug/plog/pypto-log-*.log``.
+    """
+
+    FAIL = re.compile(r"VerifyPass failed for function (\S+), pass (\w+) \(passIndex: (\d+)")
+    PASS = re.compile(r"Pass_(\d+)_(\w+) Verify .* result (\w+)")
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.offsets: dict[Path, int] = {}
+
+    def new_lines(self) -> list[str]:
+        """Lines appended since the previous call."""
+        lines: list[str] = []
+        for path in sorted(self.root.glob("**/plog/*.log")):
+            start = self.offsets.get(path, 0)
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read()
+            self.offsets[path] = start + len(data)
+            lines += [ln for ln in data.decode("utf-8", "replace").splitlines() if "VERIFY" in ln]
+        return lines
+
+    def report(self) -> dict:
+        """Summary of the verification lines of the last call."""
+        lines = self.new_lines()
+        fails = [self.FAIL.search(ln) for ln in lines]
+        fails = [f for f in fails if f]
+        passes = [p.group(2) for p in map(self.PASS.search, lines) if p and p.group(3) == "PASS"]
+        first = min(fails, key=lambda f: int(f.group(3)), default=None)
+        return {
+            "first_divergent_pass": first.group(2) if first else None,
+            "divergent_passes": sorted({f.group(2) for f in fails}),
+            "passed": passes,
+            "produced": bool(lines),
+            "lines": lines[-40:],
+        }
+
+
+class Worker:
+    """State of one worker process: the compiled-program cache and the verify log."""
+
+    def __init__(self):
+        self.workdir = Path(tempfile.mkdtemp(prefix="sparse-attn-pypto-"))
+        os.chdir(self.workdir)  # pypto writes ./output/... here, never in the checkout
+        os.environ["ASCEND_PROCESS_LOG_PATH"] = str(self.workdir / "ascend_log")
+        self.mode = run_mode()
+        if self.mode == "sim":
+            os.environ.pop("ASCEND_HOME_PATH", None)  # pypto picks NPU mode when it is set
+        # Every simulated call ends in pypto's cost-model report, which runs three plotting
+        # scripts as `python3 SCRIPT` through sh (they fail without matplotlib, harmlessly).
+        # Under pyenv `python3` is a chain of bash shims costing ~0.3 s per script; put this
+        # interpreter's directory first so they start directly.
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+        from kernels import pypto_compat
+
+        pypto_compat.apply()
+        self.programs: dict = {}
+        self.verify_log = VerifyLog(self.workdir / "ascend_log")
+        self.calculator_ready = False
+
+    def program(self, dims, bugs, verify_passes=False):
+        """Compiled program for ``dims``/``bugs`` (built once per worker)."""
+        key = (dims, frozenset(bugs), verify_passes)
+        if key not in self.programs:
+            from kernels.pypto_program import build_program
+
+            if self.mode == "sim" and not self.calculator_ready:
+                from kernels.pypto_calculator import ensure_calculator
+
+                ensure_calculator()
+                self.calculator_ready = True
+            self.programs[key] = build_program(dims, frozenset(bugs), verify=self.mode == "sim",
+                                               verify_passes=verify_passes)
+        return self.programs[key]
+
+    def run(self, dims, bugs, arrays, verify_passes=False):
+        """Run one call; ``arrays`` are the kernel's tensors in order, output last.
+
+        ``verify_passes``: also verify every compiler pass (slower; same output)."""
+        kernel = self.program(dims, bugs, verify_passes)
+        if self.mode == "npu":
+            import torch_npu  # noqa: F401  (registers the npu device)
+
+            dev = [a.to("npu") for a in arrays]
+            kernel(*dev)
+            out = dev[-1].cpu()
+        else:
+            kernel(*arrays)
+            out = arrays[-1]
+        self._clean_outputs()
+        return out
+
+    def _clean_outputs(self) -> None:
+        """pypto leaves ~1 MB of generated code per call under ./output: drop it."""
+        shutil.rmtree(self.workdir / "output", ignore_errors=True)
+
+
+def _send(fd: int, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    os.write(fd, struct.pack("<Q", len(data)))
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _recv(stream):
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head)
+    return pickle.loads(stream.read(n))
+
+
+def main(argv: list[str]) -> int:
+    """Serve requests until stdin closes."""
+    out_fd = int(argv[1])
+    worker = None
+    stdin = sys.stdin.buffer
+    while True:
+        req = _recv(stdin)
+        if req is None:  # client closed: leave no scratch behind
+            if worker is not None:
+                shutil.rmtree(worker.workdir, ignore_errors=True)
+            return 0
+        kind = req[0]
+        try:
+            if worker is None:
+                worker = Worker()
+            if kind == "ping":
+                _send(out_fd, ("ok", os.getpid(), None))
+            elif kind == "kill":
+                sys.stderr.write(f"test hook: worker {os.getpid()} kills itself with {req[1]}\n")
+                sys.stderr.flush()
+                os.kill(os.getpid(), req[1])
+                time.sleep(5)
+            elif kind == "sleep":
+                time.sleep(req[1])
+                _send(out_fd, ("ok", None, None))
+            elif kind == "run":
+                _, dims, bugs, arrays, verify_passes = req
+                out = worker.run(dims, bugs, arrays, verify_passes)
+                _send(out_fd, ("ok", out, worker.verify_log.report()))
+            else:
+                _send(out_fd, ("error", f"unknown request {kind!r}", None))
+        except BaseException:  # report, keep serving
+            report = worker.verify_log.report() if worker is not None else None
+            _send(out_fd, ("error", traceback.format_exc(), report))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,53 @@
+"""The pytest plugin's command line: listing kernels, choosing them, bad choices."""
+
+import subprocess
+import sys
+
+from kernels import registry
+
+
+def pytest_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_list_kernels_prints_every_builtin_name():
+    res = pytest_cli("conformance", "--list-kernels")
+    assert res.returncode == 0, res.stderr
+    names = res.stdout.split()
+    assert names == registry.builtin_names()
+    assert len([n for n in names if n.startswith("mutant-")]) >= 20
+
+
+def test_unknown_kernel_is_a_clear_usage_error():
+    res = pytest_cli("conformance", "--kernel=nonesuch", "-q")
+    assert res.returncode != 0
+    assert "expected a built-in name (see --list-kernels) or module:callable, got 'nonesuch'" \
+        in res.stdout + res.stderr
+
+
+def test_module_callable_kernel_and_env_variable(tmp_path):
+    (tmp_path / "my_kernel.py").write_text(
+        "from kernels.reference import sparse_attn as _ref\n"
+        "def attn(**kw):\n    return _ref(**kw)\n")
+    import os
+    env = dict(os.environ, SPARSE_ATTN_KERNEL="my_kernel:attn",
+               PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    res = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_regression_fixture.py",
+                          "-q"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "[my_kernel:attn]" in subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_regression_fixture.py", "--co", "-q"],
+        capture_output=True, text=True, env=env, timeout=600).stdout
+
+
+def test_header_names_kernel_profile_and_seed():
+    res = pytest_cli("conformance/test_regression_fixture.py", "--kernel=reference",
+                     "--hypothesis-profile=ci", "--hypothesis-seed=7")
+    assert "sparse-attn conformance: kernel=reference profile=ci seed=7" in res.stdout
+
+
+def test_glob_and_comma_lists_expand():
+    assert registry.expand("reference, mutant-sink-*") == [
+        "reference", "mutant-sink-dropped", "mutant-sink-value-row", "mutant-sink-wrong-sign",
+        "mutant-sink-unshifted"]
