@@ -24,7 +24,7 @@ FAULTY_PYPTO = {
     "mutant-pypto-sink-dropped": "kernels.pypto_kernel:mutant_sink_dropped",
 }
 
-DEFAULT_KERNEL = "reference"
+DEFAULT_KERNEL = "pypto"
 
 
 def builtin_names() -> list[str]:

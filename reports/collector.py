@@ -53,6 +53,9 @@ class ReportCollector:
         for key, value in report.user_properties:
             if key == STATS_KEY:
                 entry.update(value)
+        for title, content in report.sections:
+            if title == "kernel diagnostics":
+                entry["diagnostics"] = content
         text = str(report.longrepr) if report.longrepr else ""
         if hasattr(report, "wasxfail"):
             entry["status"] = "xfailed" if report.skipped else "xpassed"

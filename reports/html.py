@@ -149,6 +149,8 @@ def _failure(r: dict) -> str:
         out.append(f"<pre>{esc(ce.get('error', ''))}\n\n{esc(ce.get('case', ''))}</pre>")
     elif r.get("message"):
         out.append(f"<pre>{esc(r['message'][-3000:])}</pre>")
+    if r.get("diagnostics"):
+        out.append(f"<p class='small'>kernel diagnostics: {esc(r['diagnostics'])}</p>")
     if r.get("replay"):
         out.append(f"<p>replay:</p><pre>{esc(r['replay'])}</pre>")
     return "".join(out)

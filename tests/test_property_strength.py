@@ -9,6 +9,7 @@ from conformance import (
     test_independence,
     test_invariance,
     test_per_token_derivation,
+    test_position_causality,
     test_reference_match,
     test_regression_fixture,
     test_sink_and_empty,
@@ -30,13 +31,14 @@ CATCHES = [
     (test_sink_and_empty.test_empty_tokens_return_exact_zero, "mutant-empty-token-nan"),
     (test_determinism.test_two_calls_give_identical_bits, "mutant-nondeterministic-tile-order"),
     (test_determinism.test_inputs_are_not_modified, "mutant-sanitises-indices-in-place"),
+    (test_position_causality.test_no_later_position_before_the_ring_wraps,
+     "mutant-per-batch-length"),
 ]
 
 
 def all_properties():
     import inspect
 
-    from conformance import test_position_causality
     modules = [test_causal_length, test_determinism, test_independence, test_invariance,
                test_per_token_derivation, test_reference_match, test_regression_fixture,
                test_sink_and_empty, test_position_causality]
