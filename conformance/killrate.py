@@ -2,7 +2,7 @@
 ones), print which were killed, by which property, after how many examples and seconds,
 and how small the shrunk counterexample got.
 
-    python -m conformance.killrate [--profile dev] [--kernels SPEC] [-n auto] [--out DIR]
+    python -m conformance.killrate [--profile dev] [--kernels SPEC] [-n auto] [--out DIR] [--full]
 
 Exits non-zero when a faulty kernel survives or a correct kernel fails.
 """
@@ -26,10 +26,13 @@ DEFAULT_KERNELS = ",".join(["reference", "tiled", "positional"]
                            + [f"mutant-{m}" for m in MUTANTS])
 
 
-def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str]) -> int:
+def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str],
+              full: bool = False) -> int:
     cmd = [sys.executable, "-m", "pytest", os.path.join(os.path.dirname(__file__)),
            f"--kernel={kernels}", f"--hypothesis-profile={profile}", f"--report-dir={out}",
-           "--first-kill", "-q", "-p", "no:cacheprovider", "--no-header", "-rN"]
+           "-q", "-p", "no:cacheprovider", "--no-header", "-rN"]
+    if not full:
+        cmd.append("--first-kill")
     if workers != "0":
         cmd += ["-n", workers, "--dist", "loadgroup"]
     # pytest's own output (every killed kernel's traceback) goes to a log beside the report
@@ -41,12 +44,19 @@ def summarise(run: dict) -> list[dict]:
     """One row per kernel: verdict, the property that caught it, examples and seconds until
     then (counting the properties it passed before), and the shrunk counterexample's size."""
     rows = []
+    full = not run.get("first_kill", True)
     for name, info in run["kernels"].items():
         results = [r for r in run["results"] if r["kernel"] == name
                    and not r.get("contract_finding")]
         examples = seconds = 0.0
         caught = None
-        for r in results:  # in execution order (one worker per kernel)
+        failed = [r for r in results if r["status"] == "failed"]
+        if full and failed:
+            # every property ran: the one that needed the fewest examples caught it
+            caught = min(failed, key=lambda r: r.get("first_failure_example") or 1)
+            examples = caught.get("first_failure_example") or 1
+            seconds = caught.get("first_failure_seconds") or caught["seconds"]
+        for r in ([] if full else results):  # in execution order (one worker per kernel)
             if r["status"] == "failed":
                 caught = r
                 examples += r.get("first_failure_example") or 1
@@ -60,6 +70,7 @@ def summarise(run: dict) -> list[dict]:
         size = ((caught.get("counterexample") or {}).get("size") if caught else None)
         rows.append({"kernel": name, "faulty": faulty, "verdict": verdict,
                      "caught_by": caught["property"] if caught else None,
+                     "failing_properties": [r["property"] for r in failed],
                      "examples_to_kill": int(examples) if caught else None,
                      "seconds_to_kill": round(seconds, 3) if caught else None,
                      "shrunk_size": size, "replay": caught.get("replay") if caught else None})
@@ -97,6 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="dev", help="Hypothesis profile (default dev)")
     ap.add_argument("-n", dest="workers", default="auto", help="xdist workers (0: none)")
     ap.add_argument("--out", default=None, help="report directory (default: a temp dir)")
+    ap.add_argument("--full", action="store_true",
+                    help="run every property on every kernel (the full matrix: which "
+                         "properties catch which bug), not only until the first kill")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = ap.parse_args(argv)
     registry.expand(args.kernels)  # fail fast on a bad spec
@@ -104,13 +118,14 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     for old in glob.glob(os.path.join(out, "*.json")):
         os.remove(old)
-    run_suite(args.kernels, args.profile, args.workers, out, args.pytest_args)
+    run_suite(args.kernels, args.profile, args.workers, out, args.pytest_args, args.full)
     reports = glob.glob(os.path.join(out, "conformance-*.json"))
     if len(reports) != 1:
         print(f"killrate: expected one report in {out}, found {reports}", file=sys.stderr)
         return 2
     with open(reports[0]) as f:
         run = json.load(f)
+    run["first_kill"] = not args.full
     rows = summarise(run)
     print(table(rows))
     with open(os.path.join(out, "killrate.json"), "w") as f:

@@ -51,3 +51,28 @@ def test_glob_and_comma_lists_expand():
     assert registry.expand("reference, mutant-sink-*") == [
         "reference", "mutant-sink-dropped", "mutant-sink-value-row", "mutant-sink-wrong-sign",
         "mutant-sink-unshifted"]
+
+
+def test_slow_kernel_runs_its_declared_share_of_examples(tmp_path):
+    import json
+    import os
+    (tmp_path / "slow_kernel.py").write_text(
+        "from kernels.reference import sparse_attn as _ref\n"
+        "def attn(**kw):\n    return _ref(**kw)\n"
+        "attn.example_fraction = 0.1\n"
+        "def bad(**kw):\n    return _ref(**kw)\n"
+        "bad.example_fraction = 2\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_reference_match.py::test_matches_reference",
+         "--kernel=slow_kernel:attn", "--hypothesis-profile=dev", f"--report-dir={tmp_path}/r",
+         "-p", "no:randomly"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "slow_kernel:attn: declares example_fraction=0.1" in res.stdout
+    [path] = list((tmp_path / "r").glob("conformance-*.json"))
+    [r] = json.loads(path.read_text())["results"]
+    assert r["examples"] == 3  # 10% of dev's 30
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_reference_match.py::test_matches_reference",
+         "--kernel=slow_kernel:bad"], capture_output=True, text=True, env=env, timeout=600)
+    assert "example_fraction: expected a number in (0, 1], got 2" in res.stdout + res.stderr
