@@ -1,5 +1,6 @@
 """Compile time and per-call time of the pypto kernel: ``python benchmarks/pypto_kernel.py``
-(``--verify-passes``: with pypto's per-compiler-pass checks on).
+(``--verify-passes``: with pypto's per-compiler-pass checks on; ``--suite``: also the
+examples per second through each property of the conformance suite, dev profile).
 
 Times are wall clock in the caller, through the worker process (pickling included). The
 first call of a shape in a fresh worker includes the program build ("compile"); the calls
@@ -7,8 +8,12 @@ after it reuse the Python-side program but pypto 0.2.0 still re-parses, re-runs 
 its C++ codegen (g++), the tensor-graph interpreter and the cost model on every call.
 """
 
+import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +27,6 @@ from kernels.pypto_runtime import default_worker  # noqa: E402
 H, D, WIN, BLOCK = 2, 16, 8, 4
 SHAPES = [(1, 1, 8), (2, 2, 8), (4, 2, 16)]  # (B, S, IDX_TOPK)
 CALLS = 20
-VERIFY_PASSES = bool(sys.argv[1:] == ["--verify-passes"])
 
 
 def inputs(B, S, idx_topk, seed):
@@ -41,7 +45,33 @@ def inputs(B, S, idx_topk, seed):
         softmax_scale=D ** -0.5, window_size=WIN)
 
 
+def suite_throughput(workers: str) -> None:
+    """Run the conformance suite on the pypto kernel and print examples per second."""
+    out = tempfile.mkdtemp(prefix="pypto-bench-")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "conformance", "--kernel=pypto",
+                    "--hypothesis-profile=dev", f"--report-dir={out}", "-q", "-n", workers],
+                   check=False, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    [path] = Path(out).glob("conformance-*.json")
+    results = json.loads(path.read_text())["results"]
+    total_ex = total_s = 0.0
+    for r in results:
+        n, sec = r.get("examples", 0), r["seconds"]
+        total_ex, total_s = total_ex + n, total_s + sec
+        rate = f"{n / sec:.2f} examples/s" if n else "(explicit example)"
+        print(f"  {r['property']:52} {r['status']:8} {n:4} examples {sec:7.1f} s  {rate}")
+    print(f"suite: {total_ex:.0f} examples in {total_s:.0f} s of test time "
+          f"({total_ex / total_s:.2f} examples/s per worker), {wall:.0f} s wall with -n {workers}")
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--verify-passes", action="store_true")
+    ap.add_argument("--suite", action="store_true")
+    ap.add_argument("-n", dest="workers", default="2")
+    args = ap.parse_args()
+    VERIFY_PASSES = args.verify_passes
     t0 = time.perf_counter()
     default_worker().call(("ping",))
     print(f"worker start: {time.perf_counter() - t0:.2f} s")
@@ -60,6 +90,8 @@ def main():
         print(f"B={B} S={S} IDX_TOPK={k}: first call (compile + run) {first:.2f} s, "
               f"per call median {statistics.median(times):.3f} s, p90 {p90:.3f} s "
               f"over {CALLS} calls")
+    if args.suite:
+        suite_throughput(args.workers)
 
 
 if __name__ == "__main__":

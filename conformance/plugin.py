@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 
 import hypothesis
 import pytest
@@ -128,6 +129,14 @@ def _kernel_of(item) -> str | None:
 
 
 _killed: dict[str, str] = {}
+NODEID_RE = re.compile(r"^(?P<path>[^:]+)::(?P<test>[^\[@]+)(\[(?P<kernel>[^@]+)\])?(@.*)?$")
+
+
+def parse_nodeid(nodeid: str) -> tuple[str, str, str | None] | None:
+    """`(path, test, kernel or None)` of a property's node id (xdist's loadgroup appends
+    `@group`, dropped here), or None for any other node id."""
+    m = NODEID_RE.match(nodeid)
+    return (m["path"], m["test"], m["kernel"]) if m else None
 
 
 def pytest_runtest_setup(item):
@@ -137,11 +146,12 @@ def pytest_runtest_setup(item):
 
 
 def pytest_runtest_logreport(report):
-    if report.failed and "[" in report.nodeid and "contract_finding" not in report.keywords:
-        kernel = report.nodeid.rsplit("[", 1)[1].rstrip("]")
-        _killed.setdefault(kernel, report.nodeid.split("::")[-1].split("[")[0])
+    parsed = parse_nodeid(report.nodeid)
+    if report.failed and parsed and parsed[2] and "contract_finding" not in report.keywords:
+        _killed.setdefault(parsed[2], parsed[1])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marks
 def pytest_collection_modifyitems(config, items):
     if config.getoption("first_kill"):
         # one worker per kernel, so that each worker knows its kernels' kills

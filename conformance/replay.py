@@ -25,11 +25,11 @@ def parse_blob(arg: str) -> tuple[str | None, bytes]:
     return (version if sep else None), blob.encode()
 
 
-def replay_command(nodeid: str, kernel: str, profile: str, blob: str | None) -> str:
+def replay_command(nodeid: str, kernel: str | None, profile: str, blob: str | None) -> str:
     """A one-line command that replays a failure on any machine with the suite installed
     (with the example database, a plain rerun of the test also replays it first)."""
-    parts = ["pytest", nodeid, f"--kernel={kernel}", f"--hypothesis-profile={profile}",
-             "-p", "no:xdist"]
+    parts = ["pytest", nodeid] + ([f"--kernel={kernel}"] if kernel else []) + [
+        f"--hypothesis-profile={profile}", "-p", "no:xdist"]
     if blob:
         parts.append(f"--replay={blob}")
     return shlex.join(parts)

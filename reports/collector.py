@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from importlib import metadata
 
 from hypothesis import settings
 
+from conformance.plugin import parse_nodeid
 from conformance.recorder import STATS_KEY
 from conformance.replay import find_blob, replay_command
 from reports import html, model
 
-PARAM_RE = re.compile(r"^(?P<path>[^:]+)::(?P<test>[^\[]+)(\[(?P<kernel>.+)\])?$")
 #: The kernel column of a test that is not parametrised by kernel (a contract finding).
 CONTRACT = "(contract)"
 
@@ -40,12 +39,14 @@ class ReportCollector:
         self.started = time.time()
 
     def pytest_runtest_logreport(self, report):
-        m = PARAM_RE.match(report.nodeid)
-        if not m:
+        parsed = parse_nodeid(report.nodeid)
+        if not parsed:
             return
-        entry = self.results.setdefault(report.nodeid, {
-            "nodeid": report.nodeid, "file": m["path"], "property": m["test"],
-            "kernel": m["kernel"] or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
+        path, test, kernel = parsed
+        nodeid = f"{path}::{test}" + (f"[{kernel}]" if kernel else "")
+        entry = self.results.setdefault(nodeid, {
+            "nodeid": nodeid, "file": path, "property": test,
+            "kernel": kernel or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
             "seq": len(self.results),  # execution order per worker
             "contract_finding": "contract_finding" in report.keywords,
         })
@@ -67,7 +68,7 @@ class ReportCollector:
             entry["status"] = "skipped"
             entry["message"] = report.longrepr[2] if isinstance(report.longrepr, tuple) else text
         if report.failed or hasattr(report, "wasxfail"):
-            entry["replay"] = replay_command(report.nodeid, entry["kernel"],
+            entry["replay"] = replay_command(entry["nodeid"], kernel,
                                              settings.get_current_profile_name(),
                                              find_blob(text))
 
