@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call, example, expect_equal_rows
-from conformance.mixing import mix
+from conformance.views import batch_view, mix, one_token_call
 
 
 @given(data=st.data())
@@ -24,25 +24,11 @@ def test_other_batches_and_tokens_do_not_matter(kernel, data):
         out_a, out_b = call(kernel, a.inputs), call(kernel, b_inputs)
         one = (slice(batch, batch + 1), slice(token, token + 1))
         expect_equal_rows(out_mixed[one], out_a[one],
-                          _token(a.inputs, batch, token),
+                          batch_view(one_token_call(a.inputs, token), [batch]),
                           what=f"token (b={batch}, s={token}) with every other input replaced",
                           against="the same token in its own call")
         others = [i for i in range(a.config.B) if i != batch]
         if others:
-            expect_equal_rows(out_mixed[others], out_b[others], _batches(b_inputs, others),
+            expect_equal_rows(out_mixed[others], out_b[others], batch_view(b_inputs, others),
                               what=f"batches {others} beside a different batch {batch}",
                               against="the same batches in their own call")
-
-
-def _token(inputs, b, s):
-    """The one-token view of `inputs` whose tolerance applies to token (b, s)."""
-    return _batches(inputs, [b]).replace(
-        q=inputs.q[b:b + 1, s:s + 1], topk_idxs=inputs.topk_idxs[b:b + 1, s:s + 1],
-        seqused_kv=(inputs.seqused_kv[b:b + 1] - (inputs.S - 1 - s)).clamp(min=0))
-
-
-def _batches(inputs, idx):
-    return inputs.replace(q=inputs.q[idx], topk_idxs=inputs.topk_idxs[idx],
-                          seqused_kv=inputs.seqused_kv[idx],
-                          ori_block_table=inputs.ori_block_table[idx],
-                          cmp_block_table=inputs.cmp_block_table[idx])

@@ -1,29 +1,19 @@
 """Property 4: per-token derivation. Token `s` of an `S`-token call equals the same token
 computed in a one-token call whose `seqused_kv` is the token's own derived length."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case, require
 from conformance.harness import call, example, expect_equal_rows
-from kernels.contract import derived_lengths
+from conformance.views import one_token_call
 from strategies.config import dim_values
-
-
-def one_token_call(inputs, s):
-    """Every batch's token `s` alone, with `seqused_kv = max(seq_used, 0)`."""
-    seq_used, _, _ = derived_lengths(inputs.seqused_kv, inputs.S, inputs.window_size)
-    return inputs.replace(
-        q=inputs.q[:, s:s + 1].clone(),
-        topk_idxs=inputs.topk_idxs[:, s:s + 1].clone(),
-        seqused_kv=seq_used[:, s].clamp(min=0).to(inputs.seqused_kv.dtype),
-    )
 
 
 @given(data=st.data())
 def test_token_equals_its_one_token_call(kernel, data):
     if 1 not in dim_values("S", kernel.pre):
-        import pytest
         pytest.skip(f"not exercised: {kernel.name}'s preconditions exclude S = 1")
     case = draw_case(data, kernel)
     require(case.config.S >= 2)

@@ -19,6 +19,7 @@ from conformance.harness import call, example, expect_equal_rows
 from conformance.plugin import kernel_under_test
 from conformance.poison import poison_pool
 from conformance.positions import later_rows, ring_wrapped
+from conformance.views import one_token_call
 
 
 def check_no_later_position(kernel, case):
@@ -29,14 +30,9 @@ def check_no_later_position(kernel, case):
         dirty = i.replace(ori_kv=poison_pool(i.ori_kv, ~ori_later),
                           cmp_kv=poison_pool(i.cmp_kv, ~cmp_later))
         out = call(kernel, dirty)
-        expect_equal_rows(out[:, s:s + 1], clean[:, s:s + 1], _token_view(i, s),
+        expect_equal_rows(out[:, s:s + 1], clean[:, s:s + 1], one_token_call(i, s),
                           what=f"token s={s} with every row of a later position poisoned",
                           against="the same token with clean rows")
-
-
-def _token_view(i, s):
-    return i.replace(q=i.q[:, s:s + 1], topk_idxs=i.topk_idxs[:, s:s + 1],
-                     seqused_kv=(i.seqused_kv - (i.S - 1 - s)).clamp(min=0))
 
 
 @given(data=st.data())

@@ -1,11 +1,30 @@
-"""Building a call out of two: one token (and its batch's cache) from call A, everything
-else from call B, over one pair of concatenated pools."""
+"""Calls made from other calls: one token of every batch on its own, some batches on their
+own, and one token (with its batch's cache) from call A beside everything else from call B."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels.contract import Inputs
+from kernels.contract import Inputs, derived_lengths
+
+
+def one_token_call(inputs: Inputs, s: int) -> Inputs:
+    """Every batch's token `s` alone (`S = 1`), with `seqused_kv` its derived length
+    (clamped at 0, which gives the same empty token)."""
+    seq_used, _, _ = derived_lengths(inputs.seqused_kv, inputs.S, inputs.window_size)
+    return inputs.replace(
+        q=inputs.q[:, s:s + 1].clone(),
+        topk_idxs=inputs.topk_idxs[:, s:s + 1].clone(),
+        seqused_kv=seq_used[:, s].clamp(min=0).to(inputs.seqused_kv.dtype),
+    )
+
+
+def batch_view(inputs: Inputs, idx: list[int]) -> Inputs:
+    """Batches `idx` alone (the pools stay whole)."""
+    return inputs.replace(q=inputs.q[idx], topk_idxs=inputs.topk_idxs[idx],
+                          seqused_kv=inputs.seqused_kv[idx],
+                          ori_block_table=inputs.ori_block_table[idx],
+                          cmp_block_table=inputs.cmp_block_table[idx])
 
 
 def _widen(table: torch.Tensor, cols: int) -> torch.Tensor:
