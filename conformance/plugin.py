@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, settings
 from conformance import harness, hypothesis_hooks, recorder
 from conformance.harness import KernelUnderTest
 from conformance.recorder import STATS_KEY
-from conformance.replay import parse_blob
+from conformance.replay import find_blob, parse_blob, replay_command
 from kernels import registry
 from kernels.contract import preconditions_of
 
@@ -198,7 +198,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     kernel = _kernel_param(item)
-    if call.when == "call" and kernel is not None:
-        text = harness.diagnose(kernel) if report.failed else None
-        if text:
-            report.sections.append(("kernel diagnostics", text))
+    if call.when != "call" or not report.failed:
+        return
+    text = harness.diagnose(kernel) if kernel is not None else None
+    if text:
+        report.sections.append(("kernel diagnostics", text))
+    path, test, name = parse_nodeid(item.nodeid) or (item.nodeid, "", None)
+    nodeid = f"{path}::{test}" + (f"[{name}]" if name else "") if test else path
+    report.sections.append(("replay this failure", replay_command(
+        nodeid, name, settings.get_current_profile_name(), find_blob(str(report.longrepr)))))
