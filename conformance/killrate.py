@@ -2,7 +2,7 @@
 ones), print which were killed, by which property, after how many examples and seconds,
 and how small the shrunk counterexample got.
 
-    python -m conformance.killrate [--profile dev] [--kernels SPEC] [-n auto] [--out DIR] [--full]
+    python -m conformance.killrate [--profile kill] [--kernels SPEC] [-n auto] [--out DIR] [--full]
 
 Exits non-zero when a faulty kernel survives or a correct kernel fails.
 """
@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", default=DEFAULT_KERNELS,
                     help="kernel spec as for --kernel (default: the torch mutants and the "
                          "correct torch kernels); e.g. 'mutant-*,reference,pypto'")
-    ap.add_argument("--profile", default="dev", help="Hypothesis profile (default dev)")
+    ap.add_argument("--profile", default="kill",
+                    help="Hypothesis profile (default kill: dev's 30 examples, derandomized)")
     ap.add_argument("-n", dest="workers", default="auto", help="xdist workers (0: none)")
     ap.add_argument("--out", default=None, help="report directory (default: a temp dir)")
     ap.add_argument("--full", action="store_true",

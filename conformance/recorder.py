@@ -8,6 +8,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from hypothesis.errors import HypothesisException
+
 #: The `user_properties` key under which a test's statistics travel to the report.
 STATS_KEY = "conformance_stats"
 #: Error ratios kept per test for the report's distribution plot.
@@ -70,7 +72,9 @@ def example(case, detail: str = ""):
     stats.examples += 1
     try:
         yield
-    except BaseException as exc:
+    except HypothesisException:
+        raise  # Hypothesis' own control flow (a rejected draw), not a failure
+    except Exception as exc:
         if detail or not any("config: B=" in n for n in getattr(exc, "__notes__", [])):
             exc.add_note(f"the failing call:\n{case.describe()}{detail}")
         if stats.first_failure_example is None:
