@@ -76,11 +76,13 @@ def _pools(gen, cfg: Config, cmp_slots: int, spare_ori: int, spare_cmp: int, ext
 
 @st.composite
 def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None = None,
-          config: Config | None = None, sinks=("finite", "+inf", "-inf")) -> Case:
+          config: Config | None = None, sinks=("finite", "+inf", "-inf"),
+          unwrapped: bool = False) -> Case:
     """A valid kernel call meeting `pre`.
 
     adversarial: True for adversarial rows and out-of-model lengths, False for model
         rows only, None to draw either (kernels with `canonical_rows` always get model rows).
+    unwrapped: model lengths only from start positions whose window ring has not wrapped.
     """
     cfg = config if config is not None else draw(configs(pre))
     if pre.canonical_rows:
@@ -99,7 +101,7 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
             seqused = list(draw(out_of_model_seqused(cfg)))
         path = "adversarial"
     else:
-        start_pos = draw(start_positions(cfg))
+        start_pos = draw(start_positions(cfg, unwrapped=unwrapped))
         seqused = [model_seqused(cfg, p) for p in start_pos]
         path = "SWA" if cfg.ratio == 0 else (
             "HCA" if pre.canonical_rows else draw(st.sampled_from(("HCA", "CSA")), label="path"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from strategies.config import Config
@@ -32,9 +33,14 @@ def max_start_pos(cfg: Config) -> int:
 
 
 @st.composite
-def start_positions(draw, cfg: Config) -> tuple[int, ...]:
-    """One start position per batch, shrinking towards 0 (an empty cache before this step)."""
-    hi = max_start_pos(cfg)
+def start_positions(draw, cfg: Config, unwrapped: bool = False) -> tuple[int, ...]:
+    """One start position per batch, shrinking towards 0 (an empty cache before this step).
+
+    unwrapped: only positions whose window ring has not wrapped by the call's last token
+    (`start_pos + S <= WIN`); a configuration with `S > WIN` is rejected.
+    """
+    hi = cfg.WIN - cfg.S if unwrapped else max_start_pos(cfg)
+    assume(hi >= 0)
     return tuple(draw(st.integers(0, hi), label=f"start_pos[{b}]") for b in range(cfg.B))
 
 

@@ -32,6 +32,11 @@ def test_model_cases_follow_the_model(case):
         assert tail[n:] == [-1] * (len(tail) - n)
 
 
+@given(case=cases(adversarial=False, unwrapped=True))
+def test_unwrapped_cases_keep_the_ring_unwrapped(case):
+    assert all(p + case.config.S <= case.config.WIN for p in case.start_pos)
+
+
 PRE = Preconditions(canonical_rows=True, finite_sinks=True,
                     dims={"H": (2,), "D": (16,), "WIN": (8,), "BLOCK": (4,), "S": (2,)})
 
