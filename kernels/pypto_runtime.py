@@ -13,6 +13,7 @@ import atexit
 import os
 import pickle
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -77,6 +78,7 @@ class PyptoWorker:
         self._proc: subprocess.Popen | None = None
         self._resp_fd: int | None = None
         self._log_path: Path | None = None
+        self._workdir: Path | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> None:
@@ -86,8 +88,10 @@ class PyptoWorker:
         self._log_path = Path(log.name)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        # the client owns the worker's scratch dir, so a killed worker leaves none behind
+        self._workdir = Path(tempfile.mkdtemp(prefix="sparse-attn-pypto-"))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "kernels.pypto_worker", str(write_fd)],
+            [sys.executable, "-m", "kernels.pypto_worker", str(write_fd), str(self._workdir)],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
             pass_fds=(write_fd,), env=env, cwd=tempfile.gettempdir(),
             start_new_session=True,  # a timeout kill reaches pypto's helper processes too
@@ -107,6 +111,9 @@ class PyptoWorker:
             proc.wait()
             if proc.stdin:
                 proc.stdin.close()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         if self._resp_fd is not None:
             os.close(self._resp_fd)
             self._resp_fd = None

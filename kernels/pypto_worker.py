@@ -1,4 +1,4 @@
-"""Worker process that runs pypto kernel calls (``python -m kernels.pypto_worker FD``).
+"""Worker process that runs pypto kernel calls (``python -m kernels.pypto_worker FD WORKDIR``).
 
 Reads pickled requests from stdin and writes pickled responses to the pipe fd given on the
 command line; its own stdout/stderr go to a log file, because pypto prints freely there.
@@ -18,7 +18,6 @@ import re
 import shutil
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -84,8 +83,8 @@ class VerifyLog:
 class Worker:
     """State of one worker process: the compiled-program cache and the verify log."""
 
-    def __init__(self):
-        self.workdir = Path(tempfile.mkdtemp(prefix="sparse-attn-pypto-"))
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
         os.chdir(self.workdir)  # pypto writes ./output/... here, never in the checkout
         os.environ["ASCEND_PROCESS_LOG_PATH"] = str(self.workdir / "ascend_log")
         self.mode = run_mode()
@@ -160,18 +159,17 @@ def _recv(stream):
 def main(argv: list[str]) -> int:
     """Serve requests until stdin closes."""
     out_fd = int(argv[1])
+    workdir = Path(argv[2])
     worker = None
     stdin = sys.stdin.buffer
     while True:
         req = _recv(stdin)
-        if req is None:  # client closed: leave no scratch behind
-            if worker is not None:
-                shutil.rmtree(worker.workdir, ignore_errors=True)
+        if req is None:  # client closed; it removes the scratch dir
             return 0
         kind = req[0]
         try:
             if worker is None:
-                worker = Worker()
+                worker = Worker(workdir)
             if kind == "ping":
                 _send(out_fd, ("ok", os.getpid(), None))
             elif kind == "kill":

@@ -117,12 +117,14 @@ def test_worker_crash_becomes_exception_and_next_call_works():
     worker = PyptoWorker()
     try:
         pid = worker.call(("ping",))[0]
+        crashed_dir = worker._workdir
         with pytest.raises(KernelCrashed) as info:
             worker.request(("kill", signal.SIGSEGV), timeout_s=60)
         assert info.value.signum == signal.SIGSEGV
         assert "kills itself" in info.value.stderr_tail
         pid2 = worker.call(("ping",))[0]
         assert pid2 != pid
+        assert not crashed_dir.exists()  # the dead worker's scratch is gone
     finally:
         worker.close()
 
