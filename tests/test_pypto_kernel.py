@@ -150,3 +150,16 @@ def test_verify_passes_rerun_gives_per_pass_report():
     assert "per-pass checks off" not in describe_verify(report)
     # The checks only compare: the output must not change.
     torch.testing.assert_close(pypto_kernel.run(frozenset(), kw, verify_passes=True), fast)
+
+
+def test_a_grown_worker_is_recycled():
+    worker = PyptoWorker()
+    try:
+        pid = worker.call(("ping",))[0]
+        assert worker.rss_mb() > 0
+        assert not worker.recycle_if_large(limit_mb=1 << 20)
+        assert worker.recycle_if_large(limit_mb=1)  # any worker is larger than 1 MiB
+        assert worker.pid is None
+        assert worker.call(("ping",))[0] != pid
+    finally:
+        worker.close()
