@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from hypothesis.errors import HypothesisException
 
 from conformance import recorder
 from conformance.compare import compare, golden, tolerance
@@ -75,7 +76,9 @@ def example(case, kernel: KernelUnderTest):
     try:
         with recorder.example(case):
             yield
-    except BaseException:
+    except HypothesisException:
+        raise  # a rejected draw, not a failure (as in recorder.example)
+    except Exception:
         if kernel.name in _last_args:
             failing_args[kernel.name] = _last_args[kernel.name]
         raise

@@ -34,7 +34,6 @@ settings.register_profile("nightly", max_examples=400, **_COMMON)
 settings.register_profile("kill", max_examples=30, derandomize=True, **_COMMON)
 
 
-
 def pytest_addoption(parser):
     group = parser.getgroup("sparse-attn", "sparse decode attention conformance")
     group.addoption("--kernel", default=None,
@@ -138,6 +137,11 @@ def parse_nodeid(nodeid: str) -> tuple[str, str, str | None] | None:
     return (m["path"], m["test"], m["kernel"]) if m else None
 
 
+def selectable_nodeid(path: str, test: str, kernel: str | None) -> str:
+    """The node id to select a property's test with (without xdist's `@group`)."""
+    return f"{path}::{test}" + (f"[{kernel}]" if kernel else "")
+
+
 def pytest_runtest_setup(item):
     name = _kernel_of(item)
     if item.config.getoption("first_kill") and name in _killed:
@@ -202,7 +206,8 @@ def pytest_runtest_makereport(item, call):
     text = harness.diagnose(kernel) if kernel is not None else None
     if text:
         report.sections.append(("kernel diagnostics", text))
-    path, test, name = parse_nodeid(item.nodeid) or (item.nodeid, "", None)
-    nodeid = f"{path}::{test}" + (f"[{name}]" if name else "") if test else path
+    parsed = parse_nodeid(item.nodeid)
+    name = parsed[2] if parsed else None
+    nodeid = selectable_nodeid(*parsed) if parsed else item.nodeid
     report.sections.append(("replay this failure", replay_command(
         nodeid, name, settings.get_current_profile_name(), find_blob(str(report.longrepr)))))

@@ -10,7 +10,7 @@ from importlib import metadata
 
 from hypothesis import settings
 
-from conformance.plugin import parse_nodeid
+from conformance.plugin import parse_nodeid, selectable_nodeid
 from conformance.recorder import STATS_KEY
 from conformance.replay import find_blob, replay_command
 from reports import html, model
@@ -43,7 +43,7 @@ class ReportCollector:
         if not parsed:
             return
         path, test, kernel = parsed
-        nodeid = f"{path}::{test}" + (f"[{kernel}]" if kernel else "")
+        nodeid = selectable_nodeid(path, test, kernel)
         entry = self.results.setdefault(nodeid, {
             "nodeid": nodeid, "file": path, "property": test,
             "kernel": kernel or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
