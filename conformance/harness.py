@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
+from hypothesis import target
 from hypothesis.errors import HypothesisException
 
 from conformance import recorder
 from conformance.compare import compare, golden, tolerance
-from kernels.contract import Inputs, Preconditions, validate, validate_output
+from kernels.contract import Inputs, validate, validate_output
+from kernels.interface import KernelUnderTest
 
 
-class KernelFailure(AssertionError):
-    """The kernel raised, crashed or returned something the contract does not allow."""
+class KernelFailure(Exception):
+    """The kernel raised, crashed or returned something the contract does not allow.
 
-
-@dataclass(frozen=True)
-class KernelUnderTest:
-    name: str
-    fn: object
-    pre: Preconditions
-    faulty: bool
-
-    def __repr__(self) -> str:
-        return f"KernelUnderTest({self.name!r})"
+    Not an `AssertionError`: a property's own checks raise those, and a kill by a crash is
+    reported apart from a kill by a property (tests/test_property_strength.py demands the
+    latter)."""
 
 
 #: per kernel: the arguments of its latest call, and of the latest call in a failing example
@@ -52,12 +46,15 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
 
 
 def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel output",
-                   gold: torch.Tensor | None = None, against: str = "the reference") -> None:
-    """Assert `actual` matches the contract's output for `inputs` (or `gold`), within the
-    tolerance of conformance/compare.py, and record the margin."""
+                   expected: torch.Tensor | None = None, against: str = "the reference") -> None:
+    """Assert `actual` matches `expected`, by default the contract's output for `inputs`
+    (the reference), within the tolerance of conformance/compare.py, and record the margin."""
     reference = golden(inputs)
-    expected = reference if gold is None else gold
+    if expected is None:
+        expected = reference
     result = compare(actual, expected, tolerance(inputs, reference), what, against)
+    global _example_worst
+    _example_worst = max(_example_worst, result.worst_ratio)
     if not result.ok:
         raise AssertionError(result.message)
     recorder.note_ratio(result.worst_ratio)
@@ -66,16 +63,29 @@ def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel out
 def expect_equal_rows(actual: torch.Tensor, expected: torch.Tensor, inputs: Inputs,
                       what: str, against: str) -> None:
     """Assert two outputs of the kernel agree within the comparison tolerance."""
-    expect_matches(actual, inputs, what, gold=expected.double(), against=against)
+    expect_matches(actual, inputs, what, expected=expected.double(), against=against)
+
+
+#: the largest error / tolerance ratio of the running example's comparisons
+_example_worst = 0.0
+#: the label under which examples' worst ratios are reported to `hypothesis.target`
+TARGET_LABEL = "error / tolerance"
 
 
 @contextmanager
 def example(case, kernel: KernelUnderTest):
     """Wrap one example's body (see `recorder.example`); on failure keep the arguments of
-    the kernel's latest call, for the kernel's own diagnostics (`diagnose`)."""
+    the kernel's latest call, for the kernel's own diagnostics (`diagnose`).
+
+    The example's worst error-to-tolerance ratio goes to `hypothesis.target`, so that
+    Hypothesis searches towards near misses and drives them over the line, instead of
+    only sampling."""
+    global _example_worst
+    _example_worst = 0.0
     try:
         with recorder.example(case):
             yield
+        target(min(_example_worst, 1e6), label=TARGET_LABEL)
     except HypothesisException:
         raise  # a rejected draw, not a failure (as in recorder.example)
     except Exception:
@@ -85,13 +95,7 @@ def example(case, kernel: KernelUnderTest):
 
 
 def diagnose(kernel: KernelUnderTest) -> str | None:
-    """What the kernel's optional `diagnose(**args)` says about its latest failing call
-    (for the pypto kernel: which compiler pass first diverged)."""
-    fn = getattr(kernel.fn, "diagnose", None)
+    """What the kernel's optional `diagnose` (`kernels.interface.Kernel`) says about its
+    latest failing call (for the pypto kernel: which compiler pass first diverged)."""
     args = failing_args.pop(kernel.name, None)
-    if fn is None or args is None:
-        return None
-    try:
-        return str(fn(**args))
-    except Exception as exc:  # diagnostics must never hide the failure itself
-        return f"{kernel.name}.diagnose failed: {type(exc).__name__}: {exc}"
+    return kernel.diagnose(args) if args is not None else None

@@ -4,13 +4,20 @@ and how small the shrunk counterexample got.
 
     python -m conformance.killrate [--profile kill] [--kernels SPEC] [-n auto] [--out DIR] [--full]
 
-Exits non-zero when a faulty kernel survives or a correct kernel fails.
+Exits non-zero when a faulty kernel survives or a correct kernel fails. The "how" column
+says how a kernel was caught: "assertion" (a property's own check failed) or "kernel-error"
+(it only raised, crashed or returned something the contract does not allow; still caught,
+but no property had to look at its output).
+
+--out DIR keeps whatever else is in DIR: the command writes, overwriting, only killrate.json,
+pytest.log, junit.xml and the run's report conformance-<kernels>-<profile>.json/.html (the
+names `python -m pytest --report-dir` gives them), and removes only the stale copies of
+killrate.json and of that report before it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -18,12 +25,13 @@ import subprocess
 import sys
 import tempfile
 
+from conformance.recorder import ASSERTION, KERNEL_ERROR
 from kernels import registry
-from kernels.mutants import MUTANTS
+from reports.model import failure_kind, run_stem
 
-#: The fast default: the torch mutants, and the correct torch kernels as controls.
-DEFAULT_KERNELS = ",".join(["reference", "tiled", "positional"]
-                           + [f"mutant-{m}" for m in MUTANTS])
+#: The fast default: the catalogue's kernels written in torch alone, the torch mutants and
+#: the correct torch kernels as controls.
+DEFAULT_KERNELS = ",".join(registry.builtin_names(torch=True))
 
 
 def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str],
@@ -41,8 +49,11 @@ def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[st
 
 
 def summarise(run: dict) -> list[dict]:
-    """One row per kernel: verdict, the property that caught it, examples and seconds until
-    then (counting the properties it passed before), and the shrunk counterexample's size."""
+    """One row per kernel: verdict, the property that caught it and how (`caught_how`:
+    "assertion" when a property's own check caught it, "kernel-error" when it was caught only
+    by raising or crashing; with --full, "assertion" if any failing property's check caught
+    it), examples and seconds until then (counting the properties it passed before), and the
+    shrunk counterexample's size."""
     rows = []
     full = not run.get("first_kill", True)
     for name, info in run["kernels"].items():
@@ -68,9 +79,15 @@ def summarise(run: dict) -> list[dict]:
         verdict = ("killed" if caught else "SURVIVED") if faulty else (
             "FAILED" if caught else "passed")
         size = ((caught.get("counterexample") or {}).get("size") if caught else None)
+        kinds = {r["property"]: failure_kind(r) for r in failed}
+        how = kinds[caught["property"]] if caught else None
+        if full and ASSERTION in kinds.values():
+            how = ASSERTION  # some property's check caught it, if not the fastest one
         rows.append({"kernel": name, "faulty": faulty, "verdict": verdict,
                      "caught_by": caught["property"] if caught else None,
+                     "caught_how": how,
                      "failing_properties": [r["property"] for r in failed],
+                     "failure_kinds": kinds,
                      "examples_to_kill": int(examples) if caught else None,
                      "seconds_to_kill": round(seconds, 3) if caught else None,
                      "shrunk_size": size, "replay": caught.get("replay") if caught else None})
@@ -78,19 +95,24 @@ def summarise(run: dict) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'kernel':38} {'verdict':9} {'caught by':42} {'examples':>8} {'seconds':>8}  shrunk"
+    head = (f"{'kernel':38} {'verdict':9} {'caught by':42} {'how':12} {'examples':>8} "
+            f"{'seconds':>8}  shrunk")
     lines = [head, "-" * len(head)]
     for r in rows:
         size = r["shrunk_size"]
         shrunk = (f"B={size['B']} S={size['S']} tokens={size['tokens']} "
                   f"live={size['live_entries']}") if size else "-"
-        lines.append(f"{r['kernel']:38} {r['verdict']:9} {r['caught_by'] or '-':42} "
+        how = (r.get("caught_how") or "?") if r["caught_by"] else "-"
+        lines.append(f"{r['kernel']:38} {r['verdict']:9} {r['caught_by'] or '-':42} {how:12} "
                      f"{r['examples_to_kill'] if r['examples_to_kill'] is not None else '-':>8} "
                      f"{r['seconds_to_kill'] if r['seconds_to_kill'] is not None else '-':>8}  "
                      f"{shrunk}")
     killed = [r for r in rows if r["faulty"] and r["verdict"] == "killed"]
     faulty = [r for r in rows if r["faulty"]]
-    lines.append(f"\nkilled {len(killed)} of {len(faulty)} faulty kernels")
+    only_errors = [r for r in killed if r.get("caught_how") == KERNEL_ERROR]
+    lines.append(f"\nkilled {len(killed)} of {len(faulty)} faulty kernels"
+                 + (f" ({len(only_errors)} only by a kernel error, no property's check: "
+                    f"{', '.join(r['kernel'] for r in only_errors)})" if only_errors else ""))
     if killed:
         ex = [r["examples_to_kill"] for r in killed]
         sec = [r["seconds_to_kill"] for r in killed]
@@ -117,21 +139,27 @@ def main(argv=None) -> int:
     registry.expand(args.kernels)  # fail fast on a bad spec
     out = args.out or tempfile.mkdtemp(prefix="killrate-")
     os.makedirs(out, exist_ok=True)
-    for old in glob.glob(os.path.join(out, "*.json")):
-        os.remove(old)
+    # the report this run writes (reports.collector names it so); stale copies of it and of
+    # killrate.json go, so that a run that writes no report is not summarised from an old
+    # one; nothing else in `out` is touched
+    report = os.path.join(out, run_stem({"kernel_spec": args.kernels,
+                                         "profile": args.profile}) + ".json")
+    for old in (report, report[:-5] + ".html", os.path.join(out, "killrate.json")):
+        if os.path.exists(old):
+            os.remove(old)
     run_suite(args.kernels, args.profile, args.workers, out, args.pytest_args, args.full)
-    reports = glob.glob(os.path.join(out, "conformance-*.json"))
-    if len(reports) != 1:
-        print(f"killrate: expected one report in {out}, found {reports}", file=sys.stderr)
+    if not os.path.exists(report):
+        print(f"killrate: pytest wrote no report {report}; see {out}/pytest.log",
+              file=sys.stderr)
         return 2
-    with open(reports[0]) as f:
+    with open(report) as f:
         run = json.load(f)
     run["first_kill"] = not args.full
     rows = summarise(run)
     print(table(rows))
     with open(os.path.join(out, "killrate.json"), "w") as f:
         json.dump({"profile": args.profile, "kernels": args.kernels, "rows": rows}, f, indent=1)
-    print(f"\nreport: {out}/killrate.json, {reports[0]}, {reports[0][:-5]}.html; "
+    print(f"\nreport: {out}/killrate.json, {report}, {report[:-5]}.html; "
           f"pytest output: {out}/pytest.log")
     bad = [r for r in rows if r["verdict"] in ("SURVIVED", "FAILED")]
     return 1 if bad else 0

@@ -11,54 +11,58 @@ from kernels.contract import Inputs, derived_lengths, live_mask
 POISON = (float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38)
 
 
+def _mark(mask: torch.Tensor, table: torch.Tensor, b: torch.Tensor, slot: torch.Tensor,
+          block: int) -> None:
+    """Set `mask[table[b, slot // block], slot % block]` for each (b, slot) pair."""
+    blocks = table.to(torch.int64)[b, slot // block]
+    mask.view(-1)[blocks * block + slot % block] = True
+
+
 def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean `[N, BLOCK]` masks of the window and compressed pool rows that some live
     entry of some token addresses."""
     win, block = inputs.window_size, inputs.BLOCK
     live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
+    e = inputs.topk_idxs.to(torch.int64)
+    b = torch.arange(inputs.B)[:, None, None].expand_as(e)
     ori = torch.zeros(inputs.ori_kv.shape[:2], dtype=torch.bool)
     cmp = torch.zeros(inputs.cmp_kv.shape[:2], dtype=torch.bool)
-    for b, s, j in torch.nonzero(live).tolist():
-        e = int(inputs.topk_idxs[b, s, j])
-        if e < win:
-            ori[int(inputs.ori_block_table[b, e // block]), e % block] = True
-        else:
-            c = e - win
-            cmp[int(inputs.cmp_block_table[b, c // block]), c % block] = True
+    w, c = live & (e < win), live & (e >= win)
+    _mark(ori, inputs.ori_block_table, b[w], e[w], block)
+    _mark(cmp, inputs.cmp_block_table, b[c], e[c] - win, block)
     return ori, cmp
 
 
 def poison_pool(pool: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """A copy of `pool` with every row outside `keep` set to a poison value."""
     out = pool.clone()
-    rows = torch.nonzero(~keep).tolist()
-    for i, (n, r) in enumerate(rows):
-        out[n, r] = POISON[i % len(POISON)]
+    idx = torch.nonzero(~keep.reshape(-1)).flatten()
+    values = torch.tensor(POISON, dtype=torch.float32)[torch.arange(idx.numel()) % len(POISON)]
+    flat = out.view(-1, out.shape[-1])
+    flat[idx] = values[:, None].to(out.dtype).expand(-1, out.shape[-1])
     return out
 
 
-def ignored_values(inputs: Inputs, b: int, s: int) -> list[int]:
-    """Entry values that are ignored for token `(b, s)`."""
+def ignored_values(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token, entry values that are ignored for it `[B, S, 8]` int64, and how many of
+    the 8 apply `[B, S]` (the last two only while the window is not full)."""
     win = inputs.window_size
     _, wv, cv = derived_lengths(inputs.seqused_kv, inputs.S, win)
-    wv, cv = int(wv[b, s]), int(cv[b, s])
-    out = [-1, -2, win + cv, win + cv + 1, 2**31 - 1, -(2**31)]
-    if wv < win:
-        out += [wv, win - 1]
-    return out
+    const = torch.tensor([-1, -2, 2**31 - 1, -(2**31)], dtype=torch.int64).expand(*wv.shape, 4)
+    values = torch.cat([const, torch.stack([win + cv, win + cv + 1, wv,
+                                            torch.full_like(wv, win - 1)], dim=-1)], dim=-1)
+    count = torch.where(wv < win, 8, 6)
+    return values, count
 
 
 def garbage_entries(inputs: Inputs, gen: torch.Generator) -> torch.Tensor:
     """`topk_idxs` with every ignored entry replaced by another ignored value; live entries
     stay where they are."""
     live = live_mask(inputs.topk_idxs, inputs.seqused_kv, inputs.window_size)
-    rows = inputs.topk_idxs.clone()
-    for b in range(inputs.B):
-        for s in range(inputs.S):
-            choices = ignored_values(inputs, b, s)
-            for j in torch.nonzero(~live[b, s]).flatten().tolist():
-                rows[b, s, j] = choices[int(torch.randint(len(choices), (1,), generator=gen))]
-    return rows
+    values, count = ignored_values(inputs)
+    pick = (torch.rand(live.shape, generator=gen) * count[..., None]).long()
+    garbage = torch.gather(values, -1, pick).to(torch.int32)
+    return torch.where(live, inputs.topk_idxs, garbage)
 
 
 def poisoned(inputs: Inputs, gen: torch.Generator, entries: bool) -> Inputs:

@@ -10,19 +10,17 @@ import torch
 
 from kernels.contract import Inputs
 
-UNWRITTEN = None
 
-
-def window_slot_position(w: int, written: int, win: int) -> int | None:
-    """The position ring slot `w` holds once positions `[0, written)` are written."""
-    if w >= written:
-        return UNWRITTEN
-    return w + win * ((written - 1 - w) // win)
-
-
-def cmp_slot_last_position(c: int, ratio: int) -> int:
-    """The last position compressed slot `c` summarises."""
-    return (c + 1) * ratio - 1
+def _mark_inside(mask: torch.Tensor, table: torch.Tensor, b: int, slots: torch.Tensor,
+                 block: int) -> None:
+    """Mark the rows of batch `b`'s `slots`, skipping columns whose id is outside the pool
+    (garbage in a column past the batch's length: nothing is stored there)."""
+    cols = slots // block
+    inside = cols < table.shape[1]
+    slots, cols = slots[inside], cols[inside]
+    ids = table[b].to(torch.int64)[cols]
+    ok = (ids >= 0) & (ids < mask.shape[0])
+    mask.view(-1)[ids[ok] * block + slots[ok] % block] = True
 
 
 def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):
@@ -31,15 +29,15 @@ def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):
     win, block, S = inputs.window_size, inputs.BLOCK, inputs.S
     ori = torch.zeros(inputs.ori_kv.shape[:2], dtype=torch.bool)
     cmp = torch.zeros(inputs.cmp_kv.shape[:2], dtype=torch.bool)
+    w = torch.arange(win)
+    c = torch.arange(inputs.cmp_block_table.shape[1] * block)
     for b, p0 in enumerate(start_pos):
         own, written = p0 + s, p0 + S
-        for w in range(win):
-            pos = window_slot_position(w, written, win)
-            if pos is UNWRITTEN or pos > own:
-                ori[int(inputs.ori_block_table[b, w // block]), w % block] = True
-        for c in range(inputs.cmp_block_table.shape[1] * block):
-            if ratio == 0 or cmp_slot_last_position(c, ratio) > own:
-                cmp[int(inputs.cmp_block_table[b, c // block]), c % block] = True
+        # ring slot w holds position w + WIN * ((written - 1 - w) // WIN) once written
+        pos = w + win * torch.div(written - 1 - w, win, rounding_mode="floor")
+        _mark_inside(ori, inputs.ori_block_table, b, w[(w >= written) | (pos > own)], block)
+        later = torch.ones_like(c, dtype=torch.bool) if ratio == 0 else (c + 1) * ratio - 1 > own
+        _mark_inside(cmp, inputs.cmp_block_table, b, c[later], block)
     return ori, cmp
 
 

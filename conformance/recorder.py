@@ -1,6 +1,10 @@
 """Per-test statistics that the properties record while Hypothesis runs them: examples run,
-the first failure (examples and seconds until it), the shrunk counterexample (the last
-failing example, which Hypothesis replays after shrinking) and the error margins."""
+draws rejected, the corners of the input domain the examples hit, the first failure
+(examples and seconds until it), the shrunk counterexample (the last failing example, which
+Hypothesis replays after shrinking, with what kind of failure it was) and the error margins.
+
+Counts cover every example Hypothesis runs for the test, its shrinking replays included.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,55 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import hypothesis
+import pytest
+from hypothesis.control import currently_in_test_context
 from hypothesis.errors import HypothesisException
+
+from strategies.coverage import CORNERS, corners
 
 #: The `user_properties` key under which a test's statistics travel to the report.
 STATS_KEY = "conformance_stats"
+#: The `user_properties` key under which a suite test's identity travels to the report (from
+#: an xdist worker too): `{"nodeid", "file", "property", "kernel"}`, the node id one selects
+#: the test with and the kernel name (None for a test not run per kernel).
+TEST_KEY = "conformance_test"
+#: The `user_properties` key under which a failed test's `failure_kind` travels to the report
+#: (it is known only in the process that ran the test).
+FAILURE_KIND_KEY = "conformance_failure_kind"
+#: The titles of the sections a failed test's report carries (terminal, JSON report).
+DIAGNOSTICS_SECTION, REPLAY_SECTION = "kernel diagnostics", "replay this failure"
 #: Error ratios kept per test for the report's distribution plot.
 MAX_RATIOS = 2000
+
+#: What a failure was: a property's own check failed (an `AssertionError`), or the kernel
+#: raised, crashed or returned something the contract does not allow (anything else).
+ASSERTION, KERNEL_ERROR = "assertion", "kernel-error"
+FAILURE_KINDS = (ASSERTION, KERNEL_ERROR)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """`ASSERTION` when `exc` is a property's own check failing (an `AssertionError`, or
+    `pytest.fail`), `KERNEL_ERROR` for anything else (the harness' `KernelFailure`
+    included). For an exception group (Hypothesis found several distinct failures), the
+    property's check caught the kernel if it caught any of them."""
+    if isinstance(exc, BaseExceptionGroup):
+        kinds = {failure_kind(e) for e in exc.exceptions}
+        return ASSERTION if ASSERTION in kinds else KERNEL_ERROR
+    from conformance.harness import KernelFailure  # harness imports this module
+
+    if isinstance(exc, KernelFailure):
+        return KERNEL_ERROR
+    if isinstance(exc, (AssertionError, pytest.fail.Exception)):
+        return ASSERTION
+    return KERNEL_ERROR
 
 
 @dataclass
 class Stats:
     examples: int = 0
+    rejected: int = 0
+    coverage: dict = field(default_factory=lambda: dict.fromkeys(CORNERS, 0))
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     first_failure_example: int | None = None
@@ -65,18 +107,41 @@ def note_ratio(ratio: float) -> None:
         stats.ratios.append(round(ratio, 6))
 
 
-@contextmanager
-def example(case, detail: str = ""):
-    """Wrap one example's body: count it, and keep the failing case if it raises."""
+def note_rejected() -> None:
+    """Count one draw Hypothesis discarded before the property's body ran (its data ran
+    out, or a strategy rejected it). Called by `conformance.draw.draw_case`; the report
+    shows the count beside the examples run, so a property that discards most of its draws
+    is visible."""
+    current().rejected += 1
+
+
+def note_corners(case) -> list[str]:
+    """Count the corners of the input domain `case` hits (`strategies.coverage.corners`)
+    and tell Hypothesis, as events `corner: NAME`, inside a Hypothesis test."""
     stats = current()
+    hit = corners(case)
+    in_test = currently_in_test_context()
+    for name in hit:
+        stats.coverage[name] = stats.coverage.get(name, 0) + 1
+        if in_test:
+            hypothesis.event(f"corner: {name}")
+    return hit
+
+
+@contextmanager
+def example(case):
+    """Wrap one example's body: count it and the corners its case hits, and keep the
+    failing case (and the kind of failure, see `failure_kind`) if it raises."""
+    stats = current()
+    note_corners(case)
     stats.examples += 1
     try:
         yield
     except HypothesisException:
         raise  # Hypothesis' own control flow (a rejected draw), not a failure
     except Exception as exc:
-        if detail or not any("config: B=" in n for n in getattr(exc, "__notes__", [])):
-            exc.add_note(f"the failing call:\n{case.describe()}{detail}")
+        if not any("config: B=" in n for n in getattr(exc, "__notes__", [])):
+            exc.add_note(f"the failing call:\n{case.describe()}")
         if stats.first_failure_example is None:
             stats.first_failure_example = stats.examples
             stats.first_failure_seconds = time.perf_counter() - stats.started
@@ -87,5 +152,6 @@ def example(case, detail: str = ""):
             "start_pos": list(case.start_pos) if case.start_pos is not None else None,
             "case": case.describe(),
             "error": f"{type(exc).__name__}: {exc}"[:4000],
+            "failure_kind": failure_kind(exc),
         }
         raise

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case, require
+from conformance.draw import draw_case
 from conformance.harness import call, example, expect_equal_rows
-from conformance.plugin import kernel_under_test
 from conformance.poison import poison_pool
 from conformance.positions import later_rows, ring_wrapped
 from conformance.views import one_token_call
+from kernels.registry import kernel_under_test
 
 
 def check_no_later_position(kernel, case):
@@ -37,7 +37,7 @@ def check_no_later_position(kernel, case):
 
 @given(data=st.data())
 def test_no_later_position_before_the_ring_wraps(kernel, data):
-    case = draw_case(data, kernel, adversarial=False, unwrapped=True)
+    case = draw_case(data, kernel, adversarial=False, ring="unwrapped")
     with example(case, kernel):
         check_no_later_position(kernel, case)
 
@@ -52,7 +52,7 @@ def test_no_later_position_after_the_ring_wraps(data):
     """Run on the reference whatever the kernel under test: it is the contract that fails,
     and any conforming kernel fails it the same way."""
     kernel = kernel_under_test("reference")
-    case = draw_case(data, kernel, adversarial=False)
-    require(case.config.S >= 2 and ring_wrapped(case.start_pos, case.config.S, case.config.WIN))
+    case = draw_case(data, kernel, adversarial=False, min_S=2, ring="wrapped")
+    assert ring_wrapped(case.start_pos, case.config.S, case.config.WIN)  # drawn so
     with example(case, kernel):
         check_no_later_position(kernel, case)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from conformance.fixtures import LARGE, causal_regression
 from conformance.harness import call, expect_matches
+from conformance.seed_fixture import LARGE, causal_regression
 
 
 def test_seed_causal_regression_fixture(kernel):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case, require
+from conformance.draw import draw_case
 from conformance.harness import call, example, expect_matches
 from kernels.contract import live_mask
 from kernels.reference import gather_rows
@@ -30,7 +30,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
         z = torch.where(live[:, :, None, :], z, float("-inf"))
         p = torch.softmax(z, dim=-1).nan_to_num(0.0)  # an empty token: all -inf -> 0
         plain = torch.einsum("bsht,bstd->bshd", p, k)
-        expect_matches(call(kernel, i), i, gold=plain, against="the plain softmax")
+        expect_matches(call(kernel, i), i, expected=plain, against="the plain softmax")
 
 
 @given(data=st.data())
@@ -43,15 +43,15 @@ def test_zero_query_closed_form(kernel, data):
         total = rows.double().sum(dim=2)[:, :, None, :]
         sink = i.attn_sink.double()[None, None, :, None]
         closed = torch.where(n > 0, total / (n + torch.exp(sink)), 0.0)
-        expect_matches(call(kernel, i), i, gold=closed, against="the closed form for q = 0")
+        expect_matches(call(kernel, i), i, expected=closed, against="the closed form for q = 0")
 
 
 @given(data=st.data())
 def test_empty_tokens_return_exact_zero(kernel, data):
-    case = draw_case(data, kernel)
+    case = draw_case(data, kernel, empty_token=True)
     i = case.inputs
     empty = ~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(dim=-1)
-    require(bool(empty.any()))
+    assert bool(empty.any()), "the strategy was asked for an empty token"
     with example(case, kernel):
         out = call(kernel, i)
         got = out[empty]

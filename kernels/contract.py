@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -30,6 +30,12 @@ ARGUMENTS = (
 #: Configuration dimensions a kernel may restrict with `Preconditions.dims`.
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
 
+#: The numerical domain (docs/contract.md section 5): a kernel must be exact when every
+#: live key's `sum_d |q_d k_d| * max(1, |softmax_scale|)` and every `|v| * TOPK` is at most
+#: 2^DOMAIN_LIMIT_LOG2, well inside fp32 (2^128), so every logit and partial sum is
+#: representable in fp32 whatever the summation order.
+DOMAIN_LIMIT_LOG2 = 120
+
 
 class ContractError(ValueError):
     """An input that breaks the calling convention of docs/contract.md."""
@@ -44,12 +50,15 @@ class Preconditions:
         batch's tokens.
     finite_sinks: no `+inf`/`-inf` sinks.
     dims: allowed values per configuration dimension (keys from `DIMS`).
+    max_seqused: the largest `seqused_kv` the kernel takes (a bound on context length;
+        lengths the model writes never exceed `WIN + IDX_TOPK`).
     note: why, in the kernel author's words; shown in reports.
     """
 
     canonical_rows: bool = False
     finite_sinks: bool = False
     dims: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    max_seqused: int | None = None
     note: str = ""
 
     def __post_init__(self):
@@ -61,6 +70,10 @@ class Preconditions:
                     f"Preconditions.dims[{key!r}]: expected a non-empty tuple of ints, "
                     f"got {values!r}"
                 )
+        if self.max_seqused is not None and (
+                not isinstance(self.max_seqused, int) or self.max_seqused < 0):
+            raise ContractError(f"Preconditions.max_seqused: expected None or an int >= 0, "
+                                f"got {self.max_seqused!r}")
 
     def unexercised(self) -> list[str]:
         """The parts of the contract these preconditions leave out, in words."""
@@ -72,24 +85,21 @@ class Preconditions:
             out.append("infinite sinks")
         for key, values in self.dims.items():
             out.append(f"{key} outside {tuple(values)}")
+        if self.max_seqused is not None:
+            out.append(f"seqused_kv above {self.max_seqused} (long context)")
         return out
-
-
-def preconditions_of(kernel) -> Preconditions:
-    """The preconditions a kernel declares (attribute `preconditions`), or none."""
-    pre = getattr(kernel, "preconditions", None)
-    if pre is None:
-        return Preconditions()
-    if not isinstance(pre, Preconditions):
-        raise ContractError(
-            f"kernel.preconditions: expected a kernels.contract.Preconditions, got {type(pre)!r}"
-        )
-    return pre
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """One kernel call's arguments (contract section 1). Tensors are CPU tensors."""
+    """One kernel call's arguments (contract section 1). Tensors are CPU tensors.
+
+    The tensors stored here are the canonical values. `layout` says how `kwargs()` presents
+    each tensor argument in memory (keys from `ARGUMENTS`, values from
+    `kernels.layout.KINDS`; an argument not named, or named ``"contiguous"``, is a plain
+    contiguous copy). ``"contiguous"`` entries are dropped, so the default, all contiguous,
+    is the empty mapping.
+    """
 
     q: torch.Tensor
     ori_kv: torch.Tensor
@@ -101,23 +111,64 @@ class Inputs:
     seqused_kv: torch.Tensor
     softmax_scale: float
     window_size: int
+    layout: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        from kernels.layout import KINDS, why_not
+
+        layout = self.layout
+        if not isinstance(layout, Mapping):
+            raise ContractError(f"Inputs.layout: expected a mapping from argument name to "
+                                f"layout kind, got {type(layout).__name__}")
+        tensors = tuple(a for a in ARGUMENTS if isinstance(getattr(self, a), torch.Tensor))
+        for key, kind in layout.items():
+            if key not in tensors:
+                raise ContractError(f"Inputs.layout: expected keys among the tensor arguments "
+                                    f"{tensors}, got {key!r}")
+            if kind not in KINDS:
+                raise ContractError(f"Inputs.layout[{key!r}]: expected a layout kind among "
+                                    f"{KINDS}, got {kind!r}")
+            reason = why_not(getattr(self, key), kind)
+            if reason is not None:
+                raise ContractError(f"Inputs.layout[{key!r}]: expected a kind that applies to "
+                                    f"{key}, got {kind!r}: {reason}")
+        normal = {a: layout[a] for a in ARGUMENTS if layout.get(a, "contiguous") != "contiguous"}
+        object.__setattr__(self, "layout", normal)
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
 
     def __repr__(self) -> str:
+        laid = "".join(f", {a}: {k}" for a, k in self.layout.items())
         return (f"Inputs(B={self.B}, S={self.S}, H={self.H}, D={self.D}, WIN={self.window_size}, "
-                f"TOPK={self.TOPK}, BLOCK={self.BLOCK})")
+                f"TOPK={self.TOPK}, BLOCK={self.BLOCK}"
+                f"{', non-contiguous' + laid if laid else ''})")
 
     def kwargs(self) -> dict:
-        """Keyword arguments for a kernel call; tensors are fresh copies."""
+        """Keyword arguments for a kernel call (exactly `ARGUMENTS`). Tensors are fresh
+        buffers of their own, presented in `layout` (`kernels.layout.present`), so a kernel
+        that writes into an argument changes nothing here."""
+        from kernels.layout import present
+
         out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.clone() if isinstance(value, torch.Tensor) else value
+        for name in ARGUMENTS:
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                value = present(value, self.layout.get(name, "contiguous"), name=name)
+            out[name] = value
         return out
 
     def replace(self, **changes) -> Inputs:
+        """A copy with `changes`. Without a new `layout` the layout is kept, except for an
+        entry whose kind no longer applies to its replaced tensor (a new shape, or values no
+        longer constant for ``expanded``): that argument becomes contiguous."""
+        if "layout" not in changes and self.layout:
+            from kernels.layout import why_not
+
+            changes["layout"] = {
+                a: k for a, k in self.layout.items()
+                if a not in changes or not isinstance(changes[a], torch.Tensor)
+                or why_not(changes[a], k) is None}
         return replace(self, **changes)
 
     @property

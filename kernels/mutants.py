@@ -285,6 +285,245 @@ class NondeterministicTileOrder(TiledKernel):
         return tiles.reshape(e.shape)
 
 
+# -- bugs that only show beyond a threshold ---------------------------------------------------
+# Each is right on every input below its threshold (within the tolerance) and wrong beyond it.
+# The thresholds are deliberately not powers of two where the bug allows: the suite has to
+# catch a bug wherever its threshold lies, not just at the usual tile sizes.
+
+#: Argument tensors, for the mutants that read all of them.
+_TENSOR_ARGS = ("q", "ori_kv", "ori_block_table", "cmp_kv", "cmp_block_table", "topk_idxs",
+                "attn_sink", "seqused_kv")
+
+
+class HeadTileRemainder(TiledKernel):
+    """Heads run in tiles of 24, and the last partial tile's base head is computed as
+    `(H // 24 - 1) * 24` instead of `H // 24 * 24`: for H > 24 and not a multiple of 24 the
+    remainder heads `h >= H // 24 * 24` are scored with the query of head `h - 24` (their
+    sink stays their own). Threshold: H = 25."""
+
+    heads = 24
+
+    def load_q(self, inputs, dev):
+        q = super().load_q(inputs, dev)
+        H = q.shape[2]
+        full = H // self.heads * self.heads
+        h = torch.arange(H, device=q.device)
+        base = max(H // self.heads - 1, 0) * self.heads            # should be `full`
+        return q[:, :, torch.where(h >= full, h - full + base, h)]
+
+
+class DChunkRemainder(TiledKernel):
+    """The q.k dot product runs over D in chunks of 80 and the remainder chunk is only
+    handled when it is the only chunk: for D > 80 the last `D % 80` dimensions are dropped.
+    Threshold: D = 81 (right for D <= 80 and for multiples of 80)."""
+
+    chunk = 80
+
+    def scores(self, q, k, scale):
+        D = q.shape[-1]
+        n = D if D <= self.chunk else D // self.chunk * self.chunk
+        return super().scores(q[..., :n], k[..., :n], scale)
+
+
+class IndexBufferWrap(TiledKernel):
+    """The index row is staged through a 1000-entry buffer written at `p % 1000`: for
+    TOPK > 1000 the entry at row position `p >= 1000` overwrites the one at `p - 1000`, and
+    the kernel then reads the row through the buffer, so the overwritten entries are lost and
+    the overwriting ones are read twice. Threshold: TOPK = 1001."""
+
+    buffer = 1000
+
+    def load_row(self, inputs, dev):
+        e = super().load_row(inputs, dev)
+        topk = e.shape[-1]
+        p = torch.arange(topk, device=e.device)
+        last = p % self.buffer + (topk - 1 - p % self.buffer) // self.buffer * self.buffer
+        return e[..., last]         # position p reads the last write to slot p % 1000
+
+
+class BatchGridWrap(TiledKernel):
+    """The batch grid is capped at 96 programs, each looping over batches `b = pid, pid + 96,
+    ...`; the per-batch metadata (`seqused_kv` and both block-table rows) is loaded once from
+    `pid` before the loop, so batch `b >= 96` uses batch `b % 96`'s (its queries and index rows
+    are its own). Threshold: B = 97."""
+
+    grid = 96
+
+    def run(self, inputs, dev):
+        pid = torch.arange(inputs.B) % self.grid
+        return super().run(inputs.replace(seqused_kv=inputs.seqused_kv[pid],
+                                          ori_block_table=inputs.ori_block_table[pid],
+                                          cmp_block_table=inputs.cmp_block_table[pid]), dev)
+
+
+class TokenGroupWrap(TiledKernel):
+    """MTP tokens run in groups of 6 and the per-token length uses the token's index in its
+    group, `s % 6`, instead of `s`: `seqused_kv[b] - S + 1 + s % 6`. Threshold: S = 7."""
+
+    group = 6
+
+    def seq_used(self, seqused, B, S):
+        s = torch.arange(S, device=seqused.device) % self.group
+        return seqused[:, None] - S + 1 + s[None, :]
+
+
+class Int16Index(TiledKernel):
+    """Index entries are narrowed to int16 (wrapping): an entry `>= 32768` is misread, as a
+    negative number (ignored) below 65536, as a smaller slot above. Threshold: a live entry
+    `e >= 32768` (window slot or `WIN + compressed slot`)."""
+
+    def load_row(self, inputs, dev):
+        return super().load_row(inputs, dev).to(torch.int16).to(torch.int64)
+
+
+class Uint16Slot(TiledKernel):
+    """The compressed slot `e - WIN` is kept in a uint16: slot `c >= 65536` reads slot
+    `c & 0xFFFF` (through the block table, as any slot). Threshold: a live compressed slot
+    `c >= 65536`, i.e. `cmp_valid > 65536`."""
+
+    def cmp_slot(self, e, win):
+        return (e - win) & 0xFFFF
+
+
+class Fp16Scores(TiledKernel):
+    """q.k computed with fp16 operands into an fp16 result (the scale applied after, in fp32):
+    a dot product beyond 65504 becomes inf (the contract's domain has every logit and partial
+    sum representable in fp32), and so does a q or k entry beyond fp16's range. Threshold:
+    `|q.k| > 65504` (or `|q|`, `|k|` entries > 65504)."""
+
+    def scores(self, q, k, scale):
+        return torch.einsum("bshd,bstd->bsht", q.half(), k.half()).float() * scale
+
+
+class Fp16Accumulator(TiledKernel):
+    """The value accumulator `acc = sum_j exp(z_j - m) v_j` is held in fp16 (rounded after
+    each tile): it becomes inf once it passes 65504, e.g. one dominant live row with
+    `|v| > 65504`, or weights summing to `l` over rows of `|v| > 65504 / l`. Threshold:
+    `|acc| ~ 65520`."""
+
+    def merge(self, state, z, v, live):
+        m, l, acc = super().merge(state, z, v, live)
+        return m, l, acc.half().float()
+
+
+class ExpUnshifted(TiledKernel):
+    """Probabilities as `exp(z)` and the sink as `exp(sink)`, with no max shift (nothing to
+    rescale either): the same value in exact arithmetic, but a logit above ~88.72 overflows
+    fp32 to inf and the output is inf/inf = NaN (and logits all below ~-103 underflow to 0).
+    Threshold: `max z > 88.72`."""
+
+    def tile_probs(self, z, m_new, live):
+        return torch.where(live[:, :, None, :], torch.exp(z), 0.0)
+
+    def rescale(self, m_old, m_new):
+        return torch.ones_like(m_new)
+
+    def sink_term(self, sink, m):
+        return torch.exp(sink[None, None, :, None]).expand_as(m)
+
+
+class StaleMax(TiledKernel):
+    """The online softmax's running max is fixed after the first tile with a live key and
+    never raised (so never rescaled): exact in value until a later tile's logit exceeds that
+    max by more than ~88.72, when `exp(z - m)` overflows to inf and the output is NaN.
+    Threshold: a later-tile logit > first non-empty tile's max + 88.72."""
+
+    def running_max(self, m, z):
+        return torch.where(m == NEG_INF, z.amax(dim=-1, keepdim=True), m)
+
+
+class StridesIgnored(TiledKernel):
+    """Reads every tensor argument as row-major from storage offset 0 (as a C++ kernel taking
+    `data_ptr()` of the storage would): views with other strides or an offset give wrong
+    numbers, and a view whose storage is smaller than its row-major size (an `expand`) fails
+    to read (RuntimeError), as does a misread block id outside its pool (IndexError), as a
+    device's out-of-bounds access would. Threshold: any argument not contiguous or at a
+    non-zero storage offset."""
+
+    def run(self, inputs, dev):
+        def raw(t):
+            strides, n = [], 1
+            for size in reversed(t.shape):
+                strides.insert(0, n)
+                n *= size
+            return t.as_strided(t.shape, strides, 0)   # RuntimeError if storage is too small
+        # on the host: a misread block id outside its pool then raises IndexError (the
+        # device's illegal address) instead of a CUDA assert that would poison the process
+        return super().run(inputs.replace(**{a: raw(getattr(inputs, a)) for a in _TENSOR_ARGS}),
+                           "cpu")
+
+
+class TablePrefetch(TiledKernel):
+    """Prefetches the blocks of every column of both block tables before it knows which
+    slots are live, and gathers the live rows from the prefetched blocks: an out-of-pool id
+    in a column no live slot uses (which the contract allows) faults (`IndexError`, as a
+    device's illegal address). Threshold: any table entry outside its pool."""
+
+    def gather(self, inputs, e, live_window, live_cmp, dev):
+        block, win = inputs.BLOCK, inputs.window_size
+
+        def prefetch(pool, table):              # [B, cols, BLOCK, D]
+            # gathered on the host, so the fault is an IndexError, not a CUDA device-side
+            # assert that would poison the whole process
+            rows = pool.index_select(0, table.reshape(-1).cpu()).to(dev)
+            return rows.reshape(*table.shape, *pool.shape[1:])
+
+        ori = prefetch(inputs.ori_kv, self.window_table(inputs, dev))
+        cmp = prefetch(inputs.cmp_kv, self.cmp_table(inputs, dev))
+        b = torch.arange(inputs.B, device=dev)[:, None, None]
+        wslot = torch.where(live_window, e, 0)
+        cslot = torch.where(live_cmp, self.cmp_slot(e, win), 0)
+        wrows = ori[b, (wslot // block).clamp(max=ori.shape[1] - 1), wslot % block]
+        crows = cmp[b, (cslot // block).clamp(max=cmp.shape[1] - 1), cslot % block]
+        rows = torch.where(live_cmp[..., None], crows, wrows)
+        zero = torch.zeros((), dtype=rows.dtype, device=dev)
+        return torch.where((live_window | live_cmp)[..., None], rows, zero)
+
+
+class DropsTileLastKey(TiledKernel):
+    """Key tiles of 144 row positions, and the inner loop over a full tile stops one short:
+    the key at each full tile's last position (143, 287, ...) is skipped. Threshold:
+    TOPK >= 144 with a live entry at such a position."""
+
+    tile = 144
+
+    def key_mask(self, live, topk):
+        pos = torch.arange(live.shape[-1], device=live.device)
+        return live & (pos % self.tile != self.tile - 1)
+
+
+class MaxBeforeScale(TiledKernel):
+    """FlashAttention style: the row max is taken over the unscaled q.k and the scale applied
+    in the exponent, `exp(scale*qk - scale*max qk)`, sink `exp(sink - scale*max qk)`. Exact
+    for scale >= 0; for scale < 0 the shift is the row's smallest logit, and `exp` overflows
+    once the logits' spread exceeds ~88.72. Threshold: softmax_scale < 0 with spread > 88.72."""
+
+    def scale(self, inputs):
+        self._scale = inputs.softmax_scale
+        return 1.0                  # the scores stay unscaled; the scale goes into the exp
+
+    def tile_probs(self, z, m_new, live):
+        s = self._scale
+        return torch.where(live[:, :, None, :], torch.exp(s * z - s * m_new), 0.0)
+
+    def rescale(self, m_old, m_new):
+        s = self._scale
+        return torch.where(m_old == NEG_INF, 0.0, torch.exp(s * m_old - s * m_new))
+
+    def sink_term(self, sink, m):
+        return torch.exp(sink[None, None, :, None] - self._scale * m)
+
+
+class CandidateCap(TiledKernel):
+    """Live entries are compacted into a 1500-entry candidate buffer: live entries beyond a
+    row's first 1500 are dropped. Threshold: more than 1500 live entries in a row."""
+
+    cap = 1500
+
+    def key_mask(self, live, topk):
+        return live & (live.cumsum(dim=-1) <= self.cap)
+
+
 #: name (without the `mutant-` prefix) -> kernel instance
 MUTANTS = {
     "per-batch-length": PerBatchLength(),
@@ -315,4 +554,20 @@ MUTANTS = {
     "empty-token-nan": EmptyTokenNaN(),
     "sanitises-indices-in-place": SanitisesIndicesInPlace(),
     "nondeterministic-tile-order": NondeterministicTileOrder(),
+    "head-tile-remainder": HeadTileRemainder(),
+    "d-chunk-remainder": DChunkRemainder(),
+    "index-buffer-wrap": IndexBufferWrap(),
+    "batch-grid-wrap": BatchGridWrap(),
+    "token-group-wrap": TokenGroupWrap(),
+    "int16-index": Int16Index(),
+    "uint16-slot": Uint16Slot(),
+    "fp16-scores": Fp16Scores(),
+    "fp16-accumulator": Fp16Accumulator(),
+    "exp-unshifted": ExpUnshifted(),
+    "stale-max": StaleMax(),
+    "strides-ignored": StridesIgnored(),
+    "table-prefetch": TablePrefetch(),
+    "drops-tile-last-key": DropsTileLastKey(),
+    "max-before-scale": MaxBeforeScale(),
+    "candidate-cap": CandidateCap(),
 }

@@ -31,7 +31,7 @@ def sparse_attn(**kw) -> torch.Tensor:
             k = torch.cat(keys).float()
             if k.shape[0] == 0:
                 continue
-            z = inputs.softmax_scale * (inputs.q[b, s].float() @ k.T)
+            z = inputs.softmax_scale * (inputs.q[b, s].float().contiguous() @ k.T)
             m = z.amax(dim=-1, keepdim=True)
             p = torch.exp(z - m)
             denom = p.sum(dim=-1, keepdim=True) + torch.exp(inputs.attn_sink[:, None] - m)

@@ -66,5 +66,10 @@ def attend(inputs: Inputs, dtype: torch.dtype = torch.float32,
 
 
 def sparse_attn(**kw) -> torch.Tensor:
-    """Kernel entry point (contract section 1): fp32 output."""
+    """Kernel entry point (contract section 1): fp32 output.
+
+    The arguments are made contiguous first: torch's matmul and reductions may round
+    differently on other strides, and the reference's output must not depend on the layout.
+    """
+    kw = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
     return attend(validate(**kw), torch.float32)

@@ -39,6 +39,10 @@ class TiledKernel:
         return window_valid, cmp_valid
 
     # -- reading the index row by value ---------------------------------------------------
+    def load_row(self, inputs: Inputs, dev) -> torch.Tensor:
+        """The token's index row `[B, S, TOPK]` as the kernel reads it (int64)."""
+        return inputs.topk_idxs.to(dev, torch.int64)
+
     def classify(self, e: torch.Tensor, window_valid, cmp_valid, win: int):
         """Live masks `[B, S, TOPK]` for window and compressed entries."""
         wv, cv = window_valid[..., None], cmp_valid[..., None]
@@ -83,6 +87,11 @@ class TiledKernel:
     def scale(self, inputs: Inputs) -> float:
         return inputs.softmax_scale
 
+    def load_q(self, inputs: Inputs, dev) -> torch.Tensor:
+        """The query `[B, S, H, D]` each head's scores are computed with (copied to the
+        device in row-major order, as a device kernel's host code does)."""
+        return inputs.q.to(dev).contiguous()
+
     def scores(self, q, k, scale: float):
         """fp32 logits `[B, S, H, T]` from bf16 operands."""
         return torch.einsum("bshd,bstd->bsht", q.float(), k.float()) * scale
@@ -97,10 +106,14 @@ class TiledKernel:
         """`exp(m_old - m_new)`, with an empty history (`m_old = -inf`) giving 0, not NaN."""
         return torch.where(m_old == NEG_INF, 0.0, torch.exp(m_old - m_new))
 
+    def running_max(self, m, z):
+        """The running max after one more tile: the old one and the tile's own."""
+        return torch.maximum(m, z.amax(dim=-1, keepdim=True))
+
     def merge(self, state, z, v, live):
         """Fold one key tile into the running `(m, l, acc)`."""
         m, l, acc = state
-        m_new = torch.maximum(m, z.amax(dim=-1, keepdim=True))
+        m_new = self.running_max(m, z)
         alpha = self.rescale(m, m_new)
         p = self.tile_probs(z, m_new, live)
         l = l * alpha + p.sum(dim=-1, keepdim=True)
@@ -130,12 +143,12 @@ class TiledKernel:
         B, S, H, D, win = inputs.B, inputs.S, inputs.H, inputs.D, inputs.window_size
         seq_used = self.seq_used(inputs.seqused_kv.to(dev, torch.int64), B, S)
         window_valid, cmp_valid = self.valid_counts(seq_used, win)
-        e = self.pad_row(inputs.topk_idxs.to(dev, torch.int64))
+        e = self.pad_row(self.load_row(inputs, dev))
         live_window, live_cmp = self.classify(e, window_valid, cmp_valid, win)
         live_window, live_cmp = self.dedupe(e, live_window, live_cmp)
         rows = self.gather(inputs, e, live_window, live_cmp, dev)
         live = self.key_mask(live_window | live_cmp, inputs.TOPK)
-        q = inputs.q.to(dev)
+        q = self.load_q(inputs, dev)
         scale = self.scale(inputs)
         state = (torch.full((B, S, H, 1), NEG_INF, device=dev),
                  torch.zeros((B, S, H, 1), device=dev),

@@ -1,21 +1,37 @@
-"""Whole kernel calls: a configuration, lengths, index rows, pools and values, composed."""
+"""Whole kernel calls: a configuration, lengths, index rows, tables, pools and values,
+composed. Hypothesis draws the structure (sizes, regimes, recipes, the lengths of the first
+batches) so that failures shrink; a generator seeded from a drawn seed fills the bulk."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
 
 from kernels.contract import Inputs, Preconditions, derived_lengths, live_mask
-from strategies.config import Config, configs
+from kernels.reference import gather_rows
+from strategies.config import DEFAULT_BUDGET, Config, configs
+from strategies.layouts import layouts
 from strategies.lengths import model_seqused, n_compressed, out_of_model_seqused, start_positions
-from strategies.pools import block_table, fill_pool
-from strategies.rows import adversarial_row, canonical_row, row_recipes
+from strategies.pools import block_table
+from strategies.rows import adversarial_row, canonical_row, empty_row, row_recipes
+from strategies.values import (
+    FINITE_SINK_REGIMES,
+    SINK_REGIMES,
+    dominant_positions,
+    exact_pool,
+    fill_pool,
+    make_dominant,
+    queries,
+    sinks,
+    value_regimes,
+)
 
-#: Typical logit spread per example: tame to large (softmax nearly one-hot).
-LOGIT_SCALES = (1.0, 0.0, 0.1, 4.0, 16.0, 64.0)
-VALUE_DISTS = ("normal", "small_ints", "positive")
+#: Adversarial rows per case are built from at most this many recipes (token t uses
+#: recipe t mod n), so a call with thousands of tokens costs Hypothesis a few draws.
+MAX_RECIPES = 4
 
 
 @dataclass(frozen=True)
@@ -24,6 +40,9 @@ class Case:
 
     path: "SWA", "HCA" or "CSA" for model-written rows; "adversarial" otherwise.
     start_pos: per-batch start positions when the lengths follow the model, else None.
+    values: the value regime (strategies/values.py).
+    extremes: values beyond fp16's range or logits beyond an unshifted exp's.
+    dominant: some token has one key carrying most of its softmax weight.
     """
 
     inputs: Inputs
@@ -31,12 +50,15 @@ class Case:
     path: str
     start_pos: tuple[int, ...] | None
     seed: int
+    values: str = "tame"
+    extremes: bool = False
+    dominant: bool = False
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
 
     def __repr__(self) -> str:
-        return f"Case({self.inputs!r}, path={self.path}, seed={self.seed})"
+        return f"Case({self.inputs!r}, path={self.path}, values={self.values}, seed={self.seed})"
 
     def size(self) -> dict:
         """The size of this case, as reported for a shrunk counterexample."""
@@ -44,47 +66,85 @@ class Case:
         return {"B": self.config.B, "S": self.config.S, "tokens": self.config.B * self.config.S,
                 "live_entries": int(live.sum())}
 
-    def describe(self) -> str:
+    def describe(self, max_tokens: int = 16) -> str:
         """A compact, readable dump for failure messages."""
         c, i = self.config, self.inputs
         _, wv, cv = derived_lengths(i.seqused_kv, c.S, c.WIN)
+        sink = i.attn_sink.tolist()
         lines = [
             f"config: B={c.B} S={c.S} H={c.H} D={c.D} WIN={c.WIN} IDX_TOPK={c.IDX_TOPK} "
             f"BLOCK={c.BLOCK} ratio={c.ratio} softmax_scale={c.softmax_scale:.6g}",
-            f"path={self.path} start_pos={self.start_pos} seed={self.seed}",
-            f"seqused_kv={i.seqused_kv.tolist()} attn_sink={i.attn_sink.tolist()}",
-            f"window_valid[b][s]={wv.tolist()} cmp_valid[b][s]={cv.tolist()}",
+            f"path={self.path} values={self.values} start_pos={_short(self.start_pos)} "
+            f"seed={self.seed}",
+            f"layout={dict(i.layout) or 'all contiguous'}",
+            f"seqused_kv={_short(i.seqused_kv.tolist())} attn_sink={_short(sink)}",
+            f"window_valid[b][s]={_short(wv.tolist())} cmp_valid[b][s]={_short(cv.tolist())}",
         ]
+        shown = 0
         for b in range(c.B):
             for s in range(c.S):
-                row = i.topk_idxs[b, s].tolist()
-                shown = row if len(row) <= 24 else row[:24] + ["..."]
-                lines.append(f"topk_idxs[{b},{s}]={shown}")
+                if shown == max_tokens:
+                    lines.append(f"... {c.B * c.S - shown} more tokens")
+                    return "\n".join(lines)
+                lines.append(f"topk_idxs[{b},{s}]={_short(i.topk_idxs[b, s].tolist(), 24)}")
+                shown += 1
         return "\n".join(lines)
 
 
-def _pools(gen, cfg: Config, cmp_slots: int, spare_ori: int, spare_cmp: int, extra_cols: int,
-           kv_scale: float, dist: str):
-    ori_cols = -(-cfg.WIN // cfg.BLOCK)
-    ori_table, n_ori = block_table(gen, cfg.B, ori_cols, spare_ori)
-    cmp_cols = max(1, -(-cmp_slots // cfg.BLOCK)) + extra_cols
-    cmp_table, n_cmp = block_table(gen, cfg.B, cmp_cols, spare_cmp)
-    ori_kv = fill_pool(gen, n_ori, cfg.BLOCK, cfg.D, kv_scale, dist)
-    cmp_kv = fill_pool(gen, n_cmp, cfg.BLOCK, cfg.D, kv_scale, dist)
-    return ori_kv, ori_table, cmp_kv, cmp_table
+def _short(xs, n: int = 16):
+    if xs is None or len(xs) <= n:
+        return xs
+    return f"{xs[:n]} ... ({len(xs)} in all)"
+
+
+def _columns(slots: torch.Tensor, live: torch.Tensor, block: int) -> list[set[int]]:
+    """Per batch, the logical block columns that live entries address (`slots` `[B, S, T]`)."""
+    return [set((slots[b][live[b]] // block).tolist()) for b in range(slots.shape[0])]
+
+
+def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, seqused,
+          window_valid, cmp_valid, gen) -> torch.Tensor:
+    rows = torch.full((cfg.B, cfg.S, cfg.TOPK), -1, dtype=torch.int32)
+    if not adversarial:
+        for b in range(cfg.B):
+            n_cmp = n_cmp_per_batch[b]
+            order = torch.randperm(n_cmp, generator=gen) if path == "CSA" else None
+            rows[b, :] = torch.tensor(canonical_row(cfg, seqused[b], n_cmp, order))
+        return rows
+    n = draw(st.integers(1, min(MAX_RECIPES, cfg.B * cfg.S)), label="recipes")
+    recipes = [draw(row_recipes(cfg.TOPK), label=f"recipe[{i}]") for i in range(n)]
+    # a shared row is built against the last token's lengths, so its entries are live for
+    # the last token and partly dead for the earlier ones
+    shared = draw(st.booleans(), label="shared_rows")
+    for b in range(cfg.B):
+        for s in range(cfg.S):
+            ref = cfg.S - 1 if shared else s
+            if shared and s:
+                rows[b, s] = rows[b, 0]
+                continue
+            recipe = recipes[(b * cfg.S + s) % n]
+            rows[b, s] = torch.tensor(adversarial_row(
+                recipe, cfg, int(window_valid[b, ref]), int(cmp_valid[b, ref]), gen))
+    return rows
 
 
 @st.composite
 def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None = None,
-          config: Config | None = None, sinks=("finite", "+inf", "-inf"),
-          unwrapped: bool = False) -> Case:
-    """A valid kernel call meeting `pre`.
+          config: Config | None = None, budget: int = DEFAULT_BUDGET, min_S: int = 1,
+          ring: str | None = None, empty_token: bool = False,
+          fixed: dict | None = None) -> Case:
+    """A valid kernel call meeting `pre`, within the work `budget`.
 
     adversarial: True for adversarial rows and out-of-model lengths, False for model
         rows only, None to draw either (kernels with `canonical_rows` always get model rows).
-    unwrapped: model lengths only from start positions whose window ring has not wrapped.
+    min_S: at least this many tokens per batch.
+    ring: "unwrapped" (no batch's window ring has wrapped), "wrapped" (batch 0's has), or
+        None; either makes the lengths follow the model from start positions.
+    empty_token: at least one token has no live entry.
+    fixed: dims taken as given (e.g. the model's attention shape).
     """
-    cfg = config if config is not None else draw(configs(pre))
+    cfg = config if config is not None else draw(configs(
+        pre, budget, min_S=min_S, win_at_least_S=ring == "unwrapped", fixed=fixed))
     if pre.canonical_rows:
         adversarial = False
     if adversarial is None:
@@ -92,62 +152,105 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     seed = draw(st.integers(0, 2**32 - 1), label="seed")
     gen = torch.Generator().manual_seed(seed)
 
+    start_pos = None
     if adversarial:
-        start_pos = None
-        if draw(st.booleans(), label="model_lengths"):
-            start_pos = draw(start_positions(cfg))
+        path = "adversarial"
+        if ring is not None or draw(st.booleans(), label="model_lengths"):
+            start_pos = draw(start_positions(cfg, gen, ring, pre.max_seqused))
             seqused = [model_seqused(cfg, p) for p in start_pos]
         else:
-            seqused = list(draw(out_of_model_seqused(cfg)))
-        path = "adversarial"
+            seqused = list(draw(out_of_model_seqused(cfg, gen, max_seqused=pre.max_seqused,
+                                                       budget=budget)))
     else:
-        start_pos = draw(start_positions(cfg, unwrapped=unwrapped))
+        start_pos = draw(start_positions(cfg, gen, ring, pre.max_seqused))
         seqused = [model_seqused(cfg, p) for p in start_pos]
         path = "SWA" if cfg.ratio == 0 else (
             "HCA" if pre.canonical_rows else draw(st.sampled_from(("HCA", "CSA")), label="path"))
+    n_cmp = [n_compressed(cfg, p) for p in start_pos] if start_pos is not None else None
+    if empty_token and not adversarial:
+        # a batch whose cache is shorter than the call: its first tokens see nothing, and
+        # its row (the model's, for that length) has no compressed entry
+        seqused[0] = draw(st.integers(0, cfg.S - 1), label="short_seqused")
+        n_cmp[0] = 0
+        start_pos = None  # the lengths no longer follow the model's positions
     seqused_t = torch.tensor(seqused, dtype=torch.int32)
     _, window_valid, cmp_valid = derived_lengths(seqused_t, cfg.S, cfg.WIN)
 
-    rows = torch.full((cfg.B, cfg.S, cfg.TOPK), -1, dtype=torch.int32)
-    cmp_slots = int(cmp_valid.max())
-    for b in range(cfg.B):
-        if not adversarial:
-            n_cmp = n_compressed(cfg, start_pos[b])
-            order = torch.randperm(n_cmp, generator=gen) if path == "CSA" else None
-            rows[b, :] = torch.tensor(canonical_row(cfg, seqused[b], n_cmp, order))
-            cmp_slots = max(cmp_slots, min(n_cmp, cfg.IDX_TOPK) if path == "HCA" else n_cmp)
-            continue
-        shared = draw(st.booleans(), label=f"shared_row[{b}]")
-        recipe = None
-        for s in range(cfg.S):
-            if recipe is None or not shared:
-                recipe = draw(row_recipes(cfg.TOPK), label=f"recipe[{b},{s}]")
-            # a shared row is built against the last token's lengths, so its entries are
-            # live for the last token and partly dead for the earlier ones
-            ref = cfg.S - 1 if shared else s
-            rows[b, s] = torch.tensor(adversarial_row(
-                recipe, cfg, int(window_valid[b, ref]), int(cmp_valid[b, ref]), gen))
+    rows = _rows(draw, cfg, adversarial, path, n_cmp, seqused, window_valid, cmp_valid, gen)
+    if empty_token and adversarial:
+        b, s = (int(torch.randint(n, (1,), generator=gen)) for n in (cfg.B, cfg.S))
+        rows[b, s] = empty_row(rows[b, s], int(window_valid[b, s]), int(cmp_valid[b, s]), cfg.WIN)
+    live = live_mask(rows, seqused_t, cfg.WIN)
 
-    spare_ori = draw(st.integers(0, 2), label="spare_ori_blocks")
-    spare_cmp = draw(st.integers(0, 2), label="spare_cmp_blocks")
-    extra_cols = draw(st.integers(0, 1), label="extra_cmp_columns")
-    logit = draw(st.sampled_from(LOGIT_SCALES), label="logit_scale")
-    dist = draw(st.sampled_from(VALUE_DISTS), label="value_dist")
-    kv_scale = draw(st.sampled_from((1.0, 0.25, 8.0)), label="kv_scale")
-    ori_kv, ori_table, cmp_kv, cmp_table = _pools(
-        gen, cfg, cmp_slots, spare_ori, spare_cmp, extra_cols, kv_scale, dist)
+    # tables: the columns live slots may use address inside the pools; the rest may not.
+    # Only adversarial cases share blocks between unaddressed columns (position causality
+    # poisons model cases by logical slot, which needs a block per slot)
+    e = rows.to(torch.int64)
+    block = cfg.BLOCK
+    wv_cols = (-(-window_valid[:, -1] // block)).tolist()
+    cv_cols = (-(-cmp_valid[:, -1] // block)).tolist()
+    garbage = draw(st.booleans(), label="garbage_tables")
+    extra = draw(st.integers(0, 2), label="extra_cmp_columns")
+    ori_table, n_ori = block_table(
+        gen, wv_cols, -(-cfg.WIN // block), draw(st.integers(0, 2), label="spare_ori_blocks"),
+        _columns(e, live & (e < cfg.WIN), block) if adversarial else None, garbage)
+    cmp_table, n_cmp = block_table(
+        gen, cv_cols, max(1, max(cv_cols)) + extra,
+        draw(st.integers(0, 2), label="spare_cmp_blocks"),
+        _columns(e - cfg.WIN, live & (e >= cfg.WIN), block) if adversarial else None, garbage)
 
-    # q is scaled so that the logits' spread is about `logit` whatever D and the kv scale
-    q_scale = logit / max(cfg.softmax_scale * kv_scale * cfg.D**0.5, 1e-6)
-    q = (torch.randn(cfg.B, cfg.S, cfg.H, cfg.D, generator=gen) * q_scale).to(torch.bfloat16)
-    allowed_sinks = ("finite",) if pre.finite_sinks or not adversarial else sinks
-    kinds = [draw(st.sampled_from(allowed_sinks), label=f"sink[{h}]") for h in range(cfg.H)]
-    finite = torch.randn(cfg.H, generator=gen) * 2.0
-    sink = torch.tensor([{"finite": float(f), "+inf": float("inf"), "-inf": float("-inf")}[k]
-                         for k, f in zip(kinds, finite.tolist(), strict=True)],
-                        dtype=torch.float32)
+    spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale), label="values")
+    if spec["regime"] == "extreme":
+        if config is None:  # a given config keeps its scale
+            cfg = dataclasses.replace(cfg, softmax_scale=spec["scale"])
+        ori_kv = exact_pool(gen, n_ori, block, cfg.D, spec["k_exp"])
+        cmp_kv = exact_pool(gen, n_cmp, block, cfg.D, spec["k_exp"])
+        kv_scale = 2.0 ** spec["k_exp"]
+    else:
+        kv_scale = spec["kv_scale"]
+        ori_kv = fill_pool(gen, n_ori, block, cfg.D, kv_scale, spec["dist"])
+        cmp_kv = fill_pool(gen, n_cmp, block, cfg.D, kv_scale, spec["dist"])
+    q = queries(gen, (cfg.B, cfg.S, cfg.H, cfg.D), spec, cfg.softmax_scale, cfg.D, kv_scale)
+
+    allowed_sinks = FINITE_SINK_REGIMES if pre.finite_sinks or not adversarial else SINK_REGIMES
+    sink = sinks(gen, cfg.H, draw(st.sampled_from(allowed_sinks), label="sink_regime"))
 
     inputs = Inputs(q=q, ori_kv=ori_kv, ori_block_table=ori_table, cmp_kv=cmp_kv,
                     cmp_block_table=cmp_table, topk_idxs=rows, attn_sink=sink,
                     seqused_kv=seqused_t, softmax_scale=cfg.softmax_scale, window_size=cfg.WIN)
-    return Case(inputs=inputs, config=cfg, path=path, start_pos=start_pos, seed=seed)
+    dominant = False
+    if spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any()):
+        inputs = _dominate(inputs, live, gen)
+        dominant = True
+    extremes = spec["regime"] == "extreme" and _beyond_fp16(inputs)
+    inputs = inputs.replace(layout=draw(layouts(inputs), label="layout"))
+    return Case(inputs=inputs, config=cfg, path=path, start_pos=start_pos, seed=seed,
+                values=spec["regime"], extremes=extremes, dominant=dominant)
+
+
+def _dominate(inputs: Inputs, live: torch.Tensor, gen: torch.Generator) -> Inputs:
+    """Per token, boost the row at a drawn live position to 4x the pools' largest entry
+    (random signs) and align the token's query with it, so that it out-scores every other
+    live key by 4 to 40 logits."""
+    where = dominant_positions(gen, live, inputs.topk_idxs)
+    ori, cmp = inputs.ori_kv.clone(), inputs.cmp_kv.clone()
+    big = 4 * max(float(ori.float().abs().max()), float(cmp.float().abs().max()), 1.0)
+    win, block = inputs.window_size, inputs.BLOCK
+    for b, s in torch.nonzero(where >= 0).tolist():
+        e = int(inputs.topk_idxs[b, s, int(where[b, s])])
+        pool, table, slot = (ori, inputs.ori_block_table, e) if e < win else (
+            cmp, inputs.cmp_block_table, e - win)
+        sign = torch.randint(0, 2, (inputs.D,), generator=gen).float() * 2 - 1
+        pool[int(table[b, slot // block]), slot % block] = (sign * big).to(pool.dtype)
+    boosted = inputs.replace(ori_kv=ori, cmp_kv=cmp)
+    key_rows, _ = gather_rows(boosted)
+    gaps = 4 + 36 * torch.rand(where.shape, generator=gen)
+    q = make_dominant(boosted.q, key_rows, live, where, inputs.softmax_scale, gaps)
+    return boosted.replace(q=q)
+
+
+def _beyond_fp16(i: Inputs) -> bool:
+    """Values past fp16's range, or logits an unshifted exp overflows on (a bound)."""
+    kv = max(float(i.ori_kv.float().abs().max()), float(i.cmp_kv.float().abs().max()))
+    qmax = float(i.q.float().abs().max())
+    return kv > 65504 or qmax * kv * i.D * abs(i.softmax_scale) > 88

@@ -53,15 +53,29 @@ class RowRecipe:
     arrangement: str
 
 
+#: How many live entries a row gets: a few, any number, or the whole row.
+DENSITIES = ("few", "any", "full")
+
+
 @st.composite
 def row_recipes(draw, topk: int) -> RowRecipe:
-    """Counts per entry kind (shrinking to an all-pad row) and an arrangement."""
-    budget = topk
-    counts = {}
-    for kind in KINDS[:3] + KINDS[4:]:
-        n = draw(st.integers(0, min(budget, 6 if kind != "live_window" else topk)), label=kind)
-        counts[kind] = n
-        budget -= n
+    """Counts per entry kind (shrinking to an all-pad row) and an arrangement. The live
+    entries are a few, any number, or the whole row (a row full of live keys, where a
+    kernel that caps its candidates or drops one key among many shows); the other kinds
+    take a few entries each."""
+    density = draw(st.sampled_from(DENSITIES), label="density")
+    counts = dict.fromkeys(KINDS, 0)
+    if density == "full":
+        counts["live_window"] = draw(st.integers(0, topk), label="live_window")
+        counts["live_cmp"] = topk - counts["live_window"]
+    else:
+        budget = topk
+        for kind in KINDS[:3] + KINDS[4:]:
+            many = density == "any" and kind in ("live_window", "live_cmp")
+            n = draw(st.integers(0, budget if many else min(budget, 6)), label=kind)
+            counts[kind] = n
+            budget -= n
+    counts.pop("pad")
     arrangement = draw(st.sampled_from(ARRANGEMENTS), label="arrangement")
     return RowRecipe(counts=counts, arrangement=arrangement)
 
@@ -70,9 +84,45 @@ def _pick(gen: torch.Generator, lo: int, hi: int, n: int) -> list[int]:
     """`n` values in `[lo, hi)`, distinct while the range allows it."""
     if hi <= lo or n == 0:
         return []
+    if hi - lo > 4 * n + 64:  # a wide range: draws rarely collide, and randperm would be slow
+        return torch.randint(lo, hi, (n,), generator=gen).tolist()
     if hi - lo >= n:
         return (torch.randperm(hi - lo, generator=gen)[:n] + lo).tolist()
     return torch.randint(lo, hi, (n,), generator=gen).tolist()
+
+
+#: Above this many compressed slots, live compressed entries cluster in a few logical blocks
+#: (the last one among them), so that long context needs few pool blocks.
+CLUSTER_ABOVE = 4096
+CLUSTERS = 4
+
+
+def _pick_compressed(gen: torch.Generator, cmp_valid: int, n: int, block: int) -> list[int]:
+    """`n` live compressed slots in `[0, cmp_valid)`: anywhere for a short context; for a
+    long one, inside a few logical blocks spread over the range, always including the
+    block of the last live slot and slots past 2^15 and 2^16 when the length allows."""
+    if cmp_valid <= CLUSTER_ABOVE or n == 0:
+        return _pick(gen, 0, cmp_valid, n)
+    n_blocks = -(-cmp_valid // block)
+    anchors = {n_blocks - 1}
+    for edge in (2**15, 2**16):
+        if edge < cmp_valid:
+            anchors.add(edge // block)
+    anchors |= set(torch.randint(0, n_blocks, (CLUSTERS,), generator=gen).tolist())
+    anchors = sorted(anchors)
+    out = []
+    for i in torch.randint(0, len(anchors), (n,), generator=gen).tolist():
+        lo = anchors[i] * block
+        hi = min(cmp_valid, lo + block)
+        out.append(lo + int(torch.randint(0, hi - lo, (1,), generator=gen)))
+    return out
+
+
+def empty_row(row: torch.Tensor, window_valid: int, cmp_valid: int, win: int) -> torch.Tensor:
+    """`row` with every live entry replaced by `-1`: a token with nothing to attend."""
+    e = row.to(torch.int64)
+    live = ((e >= 0) & (e < window_valid)) | ((e >= win) & (e < win + cmp_valid))
+    return torch.where(live, torch.full_like(row, PAD), row)
 
 
 def adversarial_row(recipe: RowRecipe, cfg: Config, window_valid: int, cmp_valid: int,
@@ -84,7 +134,7 @@ def adversarial_row(recipe: RowRecipe, cfg: Config, window_valid: int, cmp_valid
     """
     win, c = cfg.WIN, recipe.counts
     live = _pick(gen, 0, window_valid, c["live_window"])
-    live += [win + x for x in _pick(gen, 0, cmp_valid, c["live_cmp"])]
+    live += [win + x for x in _pick_compressed(gen, cmp_valid, c["live_cmp"], cfg.BLOCK)]
     entries = list(live)
     if live:
         idx = torch.randint(0, len(live), (c["duplicate"],), generator=gen).tolist()

@@ -1,14 +1,22 @@
 """The kill-rate summary, on hand-made run reports."""
 
+import copy
+import json
+
+from conformance import killrate
 from conformance.killrate import summarise, table
+from reports.model import run_stem
 
 
-def result(kernel, prop, status, examples=10, first=None, seconds=1.0, size=None):
+def result(kernel, prop, status, examples=10, first=None, seconds=1.0, size=None,
+           kind="assertion"):
     r = {"kernel": kernel, "property": prop, "status": status, "examples": examples,
          "seconds": seconds, "first_failure_example": first, "first_failure_seconds":
          seconds / 2 if first else None, "replay": "pytest x" if status == "failed" else None}
+    if status == "failed":
+        r["failure_kind"] = kind
     if size:
-        r["counterexample"] = {"size": size}
+        r["counterexample"] = {"size": size, "failure_kind": kind}
     return r
 
 
@@ -32,8 +40,12 @@ def test_first_kill_counts_the_properties_passed_before():
     assert a["seconds_to_kill"] == 2.5 and a["shrunk_size"] == SIZE
     assert rows["mutant-b"]["verdict"] == "SURVIVED"
     assert rows["reference"]["verdict"] == "passed"
+    assert a["caught_how"] == "assertion" and rows["mutant-b"]["caught_how"] is None
     text = table(list(rows.values()))
-    assert "killed 1 of 2 faulty kernels" in text and "B=1 S=2 tokens=2 live=3" in text
+    assert "killed 1 of 2 faulty kernels\n" in text and "B=1 S=2 tokens=2 live=3" in text
+    [line] = [t for t in text.splitlines() if t.startswith("mutant-a ")]
+    assert line.split()[:4] == ["mutant-a", "killed", "p2", "assertion"]
+    assert "how" in text.splitlines()[0]
 
 
 def test_full_matrix_picks_the_fastest_property():
@@ -50,3 +62,80 @@ def test_a_failing_correct_kernel_is_reported():
     run["results"] = [result("reference", "p1", "failed", first=1, size=SIZE)]
     [row] = [r for r in summarise(run) if r["kernel"] == "reference"]
     assert row["verdict"] == "FAILED"
+
+
+def test_a_kernel_caught_only_by_kernel_errors_is_caught_and_listed_as_such():
+    run = dict(RUN, first_kill=True)
+    run["results"] = RUN["results"][:4] + [
+        result("mutant-b", "p1", "failed", first=1, size=SIZE, kind="kernel-error")]
+    rows = {r["kernel"]: r for r in summarise(run)}
+    b = rows["mutant-b"]
+    assert (b["verdict"], b["caught_by"], b["caught_how"]) == ("killed", "p1", "kernel-error")
+    text = table(list(rows.values()))
+    [line] = [t for t in text.splitlines() if t.startswith("mutant-b ")]
+    assert line.split()[:4] == ["mutant-b", "killed", "p1", "kernel-error"]
+    assert "killed 2 of 2 faulty kernels (1 only by a kernel error, no property's check: " \
+           "mutant-b)" in text
+
+
+def test_full_matrix_says_assertion_when_any_property_check_caught_it():
+    run = dict(RUN, first_kill=False)
+    run["results"] = RUN["results"] + [
+        result("mutant-b", "p3", "failed", first=2, size=SIZE, kind="kernel-error"),
+        result("mutant-b", "p4", "failed", first=9, size=SIZE, kind="assertion")]
+    b = {r["kernel"]: r for r in summarise(run)}["mutant-b"]
+    assert (b["caught_by"], b["caught_how"]) == ("p3", "assertion")
+    assert b["failure_kinds"] == {"p3": "kernel-error", "p4": "assertion"}
+    run["results"][-1] = result("mutant-b", "p4", "failed", first=9, kind="kernel-error")
+    b = {r["kernel"]: r for r in summarise(run)}["mutant-b"]
+    assert b["caught_how"] == "kernel-error"
+
+
+def test_an_older_report_without_failure_kinds():
+    run = dict(RUN, first_kill=True)
+    run["results"] = copy.deepcopy(RUN["results"])
+    run["results"][3].pop("failure_kind")
+    run["results"][3]["counterexample"].pop("failure_kind")
+    rows = summarise(run)
+    assert [r["caught_how"] for r in rows if r["kernel"] == "mutant-a"] == [None]
+    assert "mutant-a" in table(rows) and " ? " in table(rows)
+
+
+def test_out_dir_keeps_other_files(tmp_path, monkeypatch):
+    """--out DIR replaces only what the command writes (killrate.json and its run's report),
+    and summarises the report of this run, not another conformance-*.json lying there."""
+    kept = {"results.json": "{}", "conformance-pypto-dev.json": "{}", "notes.txt": "x"}
+    for name, text in kept.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "killrate.json").write_text("stale")
+    stem = run_stem({"kernel_spec": "reference,mutant-a", "profile": "kill"})
+    (tmp_path / f"{stem}.html").write_text("stale")
+    calls = []
+
+    def fake_suite(kernels, profile, workers, out, extra, full=False):
+        calls.append((kernels, profile, out))
+        assert not (tmp_path / "killrate.json").exists()  # no stale summary while it runs
+        assert not (tmp_path / f"{stem}.html").exists()
+        run = {"kernels": {"reference": {"faulty": False}, "mutant-a": {"faulty": True}},
+               "results": RUN["results"][:4]}
+        (tmp_path / f"{stem}.json").write_text(json.dumps(run))
+        return 1
+
+    monkeypatch.setattr(killrate, "run_suite", fake_suite)
+    monkeypatch.setattr(killrate.registry, "expand", lambda spec: spec.split(","))
+    code = killrate.main(["--kernels", "reference,mutant-a", "--out", str(tmp_path), "-n", "0"])
+    assert code == 0 and calls == [("reference,mutant-a", "kill", str(tmp_path))]
+    for name, text in kept.items():
+        assert (tmp_path / name).read_text() == text
+    rows = json.loads((tmp_path / "killrate.json").read_text())["rows"]
+    assert [(r["kernel"], r["verdict"], r["caught_how"]) for r in rows] == [
+        ("reference", "passed", None), ("mutant-a", "killed", "assertion")]
+
+
+def test_out_dir_without_a_report_is_an_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "conformance-other-kill.json").write_text("{}")
+    monkeypatch.setattr(killrate, "run_suite", lambda *a, **k: 4)
+    monkeypatch.setattr(killrate.registry, "expand", lambda spec: spec.split(","))
+    assert killrate.main(["--kernels", "reference", "--out", str(tmp_path)]) == 2
+    assert "pytest wrote no report" in capsys.readouterr().err
+    assert (tmp_path / "conformance-other-kill.json").exists()

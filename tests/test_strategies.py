@@ -1,13 +1,19 @@
 """Meta-tests of the strategies: every case is valid, honours the kernel's preconditions,
 and the model paths write what contract section 4 says."""
 
-import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import dataclasses
 
-from kernels.contract import Preconditions, derived_lengths, live_mask, validate
+import pytest
+import torch
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
+
+from kernels.contract import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, live_mask, validate
+from kernels.reference import gather_rows
 from strategies.cases import cases
-from strategies.config import Config, configs
+from strategies.config import DEFAULT_BUDGET, Config, configs, cost
+from strategies.coverage import CORNERS, SEED_CONFIG, corners
 from strategies.lengths import model_seqused
 from strategies.rows import RowRecipe, adversarial_row, canonical_row
 
@@ -32,9 +38,85 @@ def test_model_cases_follow_the_model(case):
         assert tail[n:] == [-1] * (len(tail) - n)
 
 
-@given(case=cases(adversarial=False, unwrapped=True))
+@given(case=cases(adversarial=False, ring="unwrapped"))
 def test_unwrapped_cases_keep_the_ring_unwrapped(case):
     assert all(p + case.config.S <= case.config.WIN for p in case.start_pos)
+
+
+@given(case=cases(min_S=2, ring="wrapped"))
+def test_wrapped_cases_wrap_the_ring(case):
+    assert case.config.S >= 2 and case.start_pos[0] + case.config.S > case.config.WIN
+
+
+@given(case=cases(empty_token=True))
+def test_empty_token_cases_have_one(case):
+    i = case.inputs
+    assert (~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(-1)).any()
+
+
+@given(case=cases(Preconditions(canonical_rows=True), empty_token=True))
+def test_empty_token_cases_have_one_on_canonical_rows(case):
+    i = case.inputs
+    assert (~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(-1)).any()
+
+
+@settings(max_examples=200)
+@given(case=cases())
+def test_cases_stay_within_the_budget(case):
+    assert cost(dataclasses.asdict(case.config)) <= DEFAULT_BUDGET
+
+
+@settings(max_examples=200)
+@given(case=cases(adversarial=True))
+def test_cases_stay_in_the_numerical_domain(case):
+    """contract section 5: logits' partial sums and value sums stay below 2^120."""
+    i = case.inputs
+    rows, live = gather_rows(i)
+    k = rows.double().abs()
+    bound = torch.einsum("bshd,bstd->bsht", i.q.double().abs(), k)
+    bound = bound * max(1.0, abs(i.softmax_scale))
+    limit = 2.0**DOMAIN_LIMIT_LOG2
+    assert float(bound.max()) <= limit if bound.numel() else True
+    assert float(k.max()) * i.TOPK <= limit if k.numel() else True
+    assert torch.isfinite(i.q.float()).all()
+
+
+def _reaches(strategy, condition, what):
+    try:
+        find(strategy, condition, settings=settings(max_examples=2000, database=None))
+    except NoSuchExample as exc:
+        raise AssertionError(f"the strategy never drew {what}") from exc
+
+
+@pytest.mark.parametrize("dim", list(SEED_CONFIG))
+def test_every_dimension_goes_past_the_seed_config_and_off_tile(dim):
+    _reaches(configs(), lambda c: getattr(c, dim) > SEED_CONFIG[dim]
+             and getattr(c, dim) % 16 not in (0, 1), f"{dim} > {SEED_CONFIG[dim]}, off-tile")
+
+
+def test_rows_fill_with_live_entries():
+    def many(case):
+        i = case.inputs
+        return int(live_mask(i.topk_idxs, i.seqused_kv, i.window_size).sum(-1).max()) > 1500
+    _reaches(cases(adversarial=True), many, "a row with more than 1500 live entries")
+
+
+def test_lengths_reach_long_context():
+    def long(case):
+        i = case.inputs
+        live = live_mask(i.topk_idxs, i.seqused_kv, i.window_size)
+        return bool((live & (i.topk_idxs.long() - i.window_size >= 2**16)).any())
+    _reaches(cases(adversarial=True), long, "a live compressed slot at or past 2^16")
+
+
+@given(case=cases(Preconditions(max_seqused=40)))
+def test_declared_max_seqused_is_honoured(case):
+    assert int(case.inputs.seqused_kv.max()) <= 40
+
+
+def test_declared_max_seqused_is_reached():
+    _reaches(cases(Preconditions(max_seqused=40), adversarial=True),
+             lambda c: int(c.inputs.seqused_kv.max()) >= 30, "lengths near the declared bound")
 
 
 PRE = Preconditions(canonical_rows=True, finite_sinks=True,
@@ -93,26 +175,46 @@ def test_adversarial_row_kinds():
 @settings(max_examples=200)
 @given(case=cases(adversarial=True))
 def test_adversarial_cases_reach_the_corners(case):
-    """Not an assertion per example: collected in `CORNERS`, checked below."""
+    """Not an assertion per example: collected in `REACHED`, checked below."""
     i, c = case.inputs, case.config
     _, wv, cv = derived_lengths(i.seqused_kv, c.S, c.WIN)
     e = i.topk_idxs.long()
-    CORNERS["boundary_window"] |= bool(((e == wv[..., None]) & (wv[..., None] < c.WIN)).any())
-    CORNERS["boundary_cmp"] |= bool((e == c.WIN + cv[..., None]).any())
-    CORNERS["empty_token"] |= bool((~live_mask(i.topk_idxs, i.seqused_kv, c.WIN).any(-1)).any())
-    CORNERS["front_pads"] |= bool((e[..., 0] == -1).any() & (e != -1).any())
-    CORNERS["inf_sink"] |= bool(torch.isinf(i.attn_sink).any())
-    CORNERS["garbage"] |= bool(((e < -1) | (e >= 2 * (c.WIN + c.IDX_TOPK))).any())
+    REACHED["boundary_window"] |= bool(((e == wv[..., None]) & (wv[..., None] < c.WIN)).any())
+    REACHED["boundary_cmp"] |= bool((e == c.WIN + cv[..., None]).any())
+    REACHED["front_pads"] |= bool((e[..., 0] == -1).any() & (e != -1).any())
+    REACHED["inf_sink"] |= bool(torch.isinf(i.attn_sink).any())
+    REACHED["garbage"] |= bool(((e < -1) | (e >= 2 * (c.WIN + c.IDX_TOPK))).any())
+    for name in corners(case):
+        REACHED[name] = True
 
 
-CORNERS = dict.fromkeys(["boundary_window", "boundary_cmp", "empty_token", "front_pads",
-                         "inf_sink", "garbage"], False)
+REACHED = dict.fromkeys(["boundary_window", "boundary_cmp", "front_pads", "inf_sink",
+                         "garbage", *CORNERS], False)
+REACHED.pop("wrapped_ring")  # adversarial cases may follow the model's lengths or not
+REACHED.pop("many_live")  # rarer: test_rows_fill_with_live_entries
 
 
 def test_corners_were_reached():
     test_adversarial_cases_reach_the_corners()
-    missing = [k for k, v in CORNERS.items() if not v]
+    missing = [k for k, v in REACHED.items() if not v]
     assert not missing, f"200 adversarial cases never produced {missing}"
+
+
+@settings(max_examples=100)
+@given(case=cases())
+def test_dominant_keys_dominate(case):
+    """In the dominant regime some token gives one key most of its softmax weight."""
+    if not case.dominant:
+        return
+    i = case.inputs
+    rows, live = gather_rows(i)
+    z = i.softmax_scale * torch.einsum("bshd,bstd->bsht", i.q.double(), rows.double())
+    z = torch.where(live[:, :, None, :], z, float("-inf"))
+    p = torch.softmax(z, dim=-1).nan_to_num(0.0)
+    # the weight of the key the heaviest entry addresses, its duplicates included
+    e = i.topk_idxs.long()[:, :, None, :].expand_as(p)
+    top = torch.gather(e, -1, p.argmax(dim=-1, keepdim=True))
+    assert float(torch.where(e == top, p, 0.0).sum(-1).max()) > 0.5
 
 
 @given(cfg=configs(Preconditions(dims={"B": (3,)})), data=st.data())

@@ -1,0 +1,31 @@
+"""The model's own attention shape (contract section 4: B=64, S=2, H=64, D=512, WIN=128,
+IDX_TOPK=512, BLOCK=128), with random sinks, rows and lengths: the kernel matches the
+reference. Its examples cost seconds each, so it runs in the `ci` and `nightly` profiles
+only, a handful of examples; the other properties reach these sizes one at a time."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance import profiles
+from conformance.draw import draw_case
+from conformance.harness import call, example, expect_matches
+from strategies.config import dim_values
+
+MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}
+#: The profiles that run it.
+PROFILES = ("ci", "nightly")
+
+
+@settings(max_examples=4)
+@given(data=st.data())
+def test_model_attention_shape_matches_reference(kernel, data):
+    if profiles.current() not in PROFILES:
+        pytest.skip(f"runs in the {' and '.join(PROFILES)} profiles (seconds an example)")
+    excluded = [n for n, v in MODEL_SHAPE.items()
+                if dim_values(n, kernel.pre) is not None and v not in dim_values(n, kernel.pre)]
+    if excluded:
+        pytest.skip(f"not exercised: {kernel.name}'s preconditions exclude the model's {excluded}")
+    case = draw_case(data, kernel, fixed=MODEL_SHAPE)
+    with example(case, kernel):
+        expect_matches(call(kernel, case.inputs), case.inputs)
