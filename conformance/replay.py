@@ -1,10 +1,23 @@
-"""Replaying a counterexample: the `@reproduce_failure` blob Hypothesis prints with every
-failure (profiles set `print_blob`), and the one-line command that replays it."""
+"""The plugin's replay: the `@reproduce_failure` blob Hypothesis prints with every failure
+(profiles set `print_blob`), the one-line command that replays it (a failed test's "replay
+this failure" section, which the report keeps), and `--replay=VERSION:BLOB`, which runs the
+one selected test on exactly that counterexample.
+
+The hooks are registered by `conformance.plugin` only when the suite was asked for.
+"""
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
+
+import hypothesis
+import pytest
+
+from conformance import hypothesis_hooks
+from conformance.recorder import REPLAY_SECTION
+from conformance.selection import identity
 
 BLOB_RE = re.compile(r"@reproduce_failure\('(?P<version>[^']+)', b'(?P<blob>[^']+)'\)")
 
@@ -33,3 +46,30 @@ def replay_command(nodeid: str, kernel: str | None, profile: str, blob: str | No
     if blob:
         parts.append(f"--replay={blob}")
     return shlex.join(parts)
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: count the tests that will run
+def pytest_collection_modifyitems(config, items):
+    blob = config.getoption("replay")
+    if not blob:
+        return
+    version, data = parse_blob(blob)
+    if len(items) != 1:
+        raise pytest.UsageError(f"--replay: expected exactly one selected test, got {len(items)}")
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--replay: expected a base64 blob, got {blob!r}") from exc
+    hypothesis_hooks.replay(items[0].obj, version or hypothesis.__version__, data)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test (or an expected failure, a contract finding) gets its replay command."""
+    report = yield
+    if call.when == "call" and (report.failed or hasattr(report, "wasxfail")):
+        who = identity(item)
+        report.sections.append((REPLAY_SECTION, replay_command(
+            who["nodeid"], who["kernel"], hypothesis.settings.get_current_profile_name(),
+            find_blob(str(report.longrepr)))))
+    return report

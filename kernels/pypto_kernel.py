@@ -32,7 +32,7 @@ import os
 import torch
 
 from kernels.contract import Preconditions, validate
-from kernels.pypto_program import ProgramDims
+from kernels.pypto_program import BUGS, ProgramDims
 from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, default_worker, describe_verify
 from kernels.pypto_worker import run_mode
 
@@ -40,6 +40,8 @@ KT = 8  # key tile of the online softmax
 PRECONDITIONS = Preconditions(
     dims={"H": (2,), "D": (16,), "WIN": (8,), "BLOCK": (4,), "S": (1, 2),
           "IDX_TOPK": (4, 8, 16), "B": (1, 2, 3, 4)},
+    # block tables are padded to at most 256 columns of BLOCK=4 slots
+    max_seqused=1024,
     note=("pypto 0.2.0 runs here only through its pass-verification interpreter, ~1-2 s per "
           "call and seconds per compiled shape: dims are pinned to a few small values and "
           "padded into buckets. No semantic preconditions."),
@@ -152,12 +154,16 @@ def _make(bugs: frozenset, name: str, doc: str):
 
 sparse_attn = _make(frozenset(), "sparse_attn",
                     "The pypto kernel (contract sections 1-3); returns o [B,S,H,D] fp32.")
-mutant_missing_plus_one = _make(
-    frozenset({"missing_plus_one"}), "mutant_missing_plus_one",
-    "Faulty: seq_used = seqused_kv[b] - S + s (the '+ 1' is missing).")
-mutant_sink_dropped = _make(
-    frozenset({"sink_dropped"}), "mutant_sink_dropped",
-    "Faulty: the sink is left out of the softmax denominator.")
 
-MUTANTS = {"mutant_missing_plus_one": mutant_missing_plus_one,
-           "mutant_sink_dropped": mutant_sink_dropped}
+_faulty: dict[str, object] = {}
+
+
+def faulty(bug: str):
+    """The pypto kernel with one seeded bug (a name from :data:`kernels.pypto_program.BUGS`;
+    the catalogue calls it ``mutant-pypto-<bug>``)."""
+    if bug not in BUGS:
+        raise LookupError(f"pypto bug: expected one of {sorted(BUGS)}, got {bug!r}")
+    if bug not in _faulty:
+        _faulty[bug] = _make(frozenset({bug}), f"mutant_pypto_{bug.replace('-', '_')}",
+                             f"Faulty: {BUGS[bug]}.")
+    return _faulty[bug]

@@ -15,7 +15,8 @@ pypto 0.2.0 facts this code is shaped by (each found by a failing build here):
   and each ``where`` compares afresh;
 - every op needs vec tile shapes of its own rank set before it.
 
-Faulty variants ("bugs") are one visible change each, chosen by name in :data:`BUGS`.
+Faulty variants ("bugs") are one visible change each, chosen by name in :data:`BUGS`; the
+kernel catalogue (:mod:`kernels.registry`) lists each as ``mutant-pypto-<bug>``.
 """
 
 # No "from __future__ import annotations": pypto reads the annotations as objects.
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 
 NEG = -1.0e30  # finite "minus infinity": keeps a fully masked tile free of inf - inf = NaN
 
-BUGS = frozenset({"missing_plus_one", "sink_dropped"})
+#: bug name -> what it does
+BUGS = {
+    "missing-plus-one": "seq_used = seqused_kv[b] - S + s (the '+ 1' is missing)",
+    "sink-dropped": "the sink is left out of the softmax denominator",
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
     """
     import pypto
 
-    unknown = set(bugs) - BUGS
+    unknown = set(bugs) - set(BUGS)
     if unknown:
         raise ValueError(f"bugs: unknown names {sorted(unknown)}, expected a subset of {sorted(BUGS)}")
     B, S, H, D, WIN, TOPK = dims.B, dims.S, dims.H, dims.D, dims.WIN, dims.TOPK
@@ -70,8 +75,8 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
     T = B * S
     NT = TOPK // KT
     # The seed derivation is seqused[b] - S + 1 + s; the mutant forgets the + 1.
-    step_offset = float(S) if "missing_plus_one" in bugs else float(S - 1)
-    sink_in_denominator = "sink_dropped" not in bugs
+    step_offset = float(S) if "missing-plus-one" in bugs else float(S - 1)
+    sink_in_denominator = "sink-dropped" not in bugs
     options = {}
     if verify:
         vopts = {"enable_pass_verify": True}

@@ -5,21 +5,24 @@ call therefore runs in a persistent child process: a crash raises :class:`Kernel
 (signal and stderr tail) here and a hang is cut by a timeout (:class:`KernelTimeout`);
 in both cases the worker is discarded and the next call starts a fresh one. One worker per
 calling process, so ``pytest -n auto`` workers each get their own.
+
+Requests and responses travel as pickles over a :mod:`multiprocessing.connection` pipe
+(its framing, and ``poll`` for the timeout); the worker's stdout and stderr go to a log.
 """
 
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import pickle
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 DEFAULT_TIMEOUT_S = 300.0  # a cold compile of a new shape takes seconds; a hang is cut here
@@ -79,13 +82,13 @@ class PyptoWorker:
 
     def __init__(self):
         self._proc: subprocess.Popen | None = None
-        self._resp_fd: int | None = None
+        self._conn: Connection | None = None
         self._log_path: Path | None = None
         self._workdir: Path | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> None:
-        read_fd, write_fd = os.pipe()
+        conn, child = multiprocessing.Pipe()
         log = tempfile.NamedTemporaryFile(prefix="sparse-attn-pypto-worker-", suffix=".log",
                                           delete=False)
         self._log_path = Path(log.name)
@@ -94,14 +97,15 @@ class PyptoWorker:
         # the client owns the worker's scratch dir, so a killed worker leaves none behind
         self._workdir = Path(tempfile.mkdtemp(prefix="sparse-attn-pypto-"))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "kernels.pypto_worker", str(write_fd), str(self._workdir)],
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), env=env, cwd=tempfile.gettempdir(),
+            [sys.executable, "-m", "kernels.pypto_worker", str(child.fileno()),
+             str(self._workdir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            pass_fds=(child.fileno(),), env=env, cwd=tempfile.gettempdir(),
             start_new_session=True,  # a timeout kill reaches pypto's helper processes too
         )
         log.close()
-        os.close(write_fd)
-        self._resp_fd = read_fd
+        child.close()  # the worker holds the only other end: its exit reads as EOF here
+        self._conn = conn
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -112,14 +116,12 @@ class PyptoWorker:
                 except ProcessLookupError:
                     pass
             proc.wait()
-            if proc.stdin:
-                proc.stdin.close()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-        if self._resp_fd is not None:
-            os.close(self._resp_fd)
-            self._resp_fd = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._log_path is not None:  # callers read the tail before stopping
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
@@ -142,36 +144,23 @@ class PyptoWorker:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._start()
-            data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
             try:
-                self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
-                self._proc.stdin.flush()
-                return self._read_response(timeout_s)
-            except BrokenPipeError:
-                return self._read_response(timeout_s)
-
-    def _read_response(self, timeout_s: float):
-        head = self._read_exact(8, timeout_s)
-        (n,) = struct.unpack("<Q", head)
-        return pickle.loads(self._read_exact(n, timeout_s))
-
-    def _read_exact(self, n: int, timeout_s: float) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            ready, _, _ = select.select([self._resp_fd], [], [], timeout_s)
-            if not ready:
+                # plain pickles: multiprocessing's own pickler would share tensors through
+                # a resource server only its own child processes can reach
+                self._conn.send_bytes(pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:  # the worker is gone: reading the response says how
+                pass
+            if not self._conn.poll(timeout_s):
                 tail = self.stderr_tail()
                 self._stop()
                 raise KernelTimeout(timeout_s, tail)
-            chunk = os.read(self._resp_fd, n - len(buf))
-            if not chunk:  # worker exited: the pipe closed
-                proc = self._proc
-                rc = proc.wait()
+            try:
+                return pickle.loads(self._conn.recv_bytes())
+            except (EOFError, OSError):  # the worker exited: the pipe closed
+                rc = self._proc.wait()
                 tail = self.stderr_tail()
                 self._stop()
-                raise KernelCrashed(-rc if rc < 0 else None, rc, tail)
-            buf += chunk
-        return bytes(buf)
+                raise KernelCrashed(-rc if rc < 0 else None, rc, tail) from None
 
     def call(self, req: tuple, timeout_s: float = DEFAULT_TIMEOUT_S):
         """Send ``req`` and return ``(value, report)``; raise :class:`KernelError` on error."""

@@ -1,7 +1,9 @@
 """Worker process that runs pypto kernel calls (``python -m kernels.pypto_worker FD WORKDIR``).
 
-Reads pickled requests from stdin and writes pickled responses to the pipe fd given on the
-command line; its own stdout/stderr go to a log file, because pypto prints freely there.
+Receives pickled requests and sends pickled responses over the
+:class:`multiprocessing.connection.Connection` whose file descriptor is given on the command
+line (:mod:`kernels.pypto_runtime` holds the other end); its own stdout/stderr go to a log
+file, because pypto prints freely there.
 The worker runs in a private temp dir (pypto writes ``./output/...``) with pypto's logs
 redirected under it, keeps compiled programs cached by shape, and loads the calculator
 from the per-machine cache. A crash kills only this process; the client sees it.
@@ -16,10 +18,10 @@ import os
 import pickle
 import re
 import shutil
-import struct
 import sys
 import time
 import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 MODE_ENV = "SPARSE_ATTN_PYPTO_MODE"  # sim | npu; default: npu iff CANN and a device
@@ -139,39 +141,28 @@ class Worker:
         shutil.rmtree(self.workdir / "output", ignore_errors=True)
 
 
-def _send(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    os.write(fd, struct.pack("<Q", len(data)))
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _recv(stream):
-    head = stream.read(8)
-    if len(head) < 8:
-        return None
-    (n,) = struct.unpack("<Q", head)
-    return pickle.loads(stream.read(n))
-
-
 def main(argv: list[str]) -> int:
-    """Serve requests until stdin closes."""
-    out_fd = int(argv[1])
+    """Serve requests until the client closes the connection."""
+    fd = int(argv[1])
+    os.set_inheritable(fd, False)  # pypto's helper processes must not keep the client's pipe
+    conn = Connection(fd)
     workdir = Path(argv[2])
     worker = None
-    stdin = sys.stdin.buffer
+
+    def send(obj) -> None:  # plain pickles, as the client sends (pypto_runtime)
+        conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
     while True:
-        req = _recv(stdin)
-        if req is None:  # client closed; it removes the scratch dir
+        try:
+            req = pickle.loads(conn.recv_bytes())
+        except EOFError:  # client closed; it removes the scratch dir
             return 0
         kind = req[0]
         try:
             if worker is None:
                 worker = Worker(workdir)
             if kind == "ping":
-                _send(out_fd, ("ok", os.getpid(), None))
+                send(("ok", os.getpid(), None))
             elif kind == "kill":
                 sys.stderr.write(f"test hook: worker {os.getpid()} kills itself with {req[1]}\n")
                 sys.stderr.flush()
@@ -179,16 +170,16 @@ def main(argv: list[str]) -> int:
                 time.sleep(5)
             elif kind == "sleep":
                 time.sleep(req[1])
-                _send(out_fd, ("ok", None, None))
+                send(("ok", None, None))
             elif kind == "run":
                 _, dims, bugs, arrays, verify_passes = req
                 out = worker.run(dims, bugs, arrays, verify_passes)
-                _send(out_fd, ("ok", out, worker.verify_log.report()))
+                send(("ok", out, worker.verify_log.report()))
             else:
-                _send(out_fd, ("error", f"unknown request {kind!r}", None))
+                send(("error", f"unknown request {kind!r}", None))
         except BaseException:  # report, keep serving
             report = worker.verify_log.report() if worker is not None else None
-            _send(out_fd, ("error", traceback.format_exc(), report))
+            send(("error", traceback.format_exc(), report))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,25 @@
-"""Kernels by name: the built-in ones, or any `module:callable` on the Python path."""
+"""Kernels by name: the catalogue of built-in kernels, correct and faulty, and any
+`module:callable` on the Python path; loading a kernel once per process for the suite
+(`kernel_under_test`).
+
+The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
+defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
+`kernels.mutants.MUTANTS` (named `mutant-<bug>`) and the seeded bugs of the pypto program in
+`kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`, `--kernel`
+globs and the kill-rate run's default (`conformance.killrate.DEFAULT_KERNELS`) read it.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from kernels.interface import Kernel, KernelUnderTest
 from kernels.mutants import MUTANTS
+from kernels.pypto_program import BUGS as PYPTO_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
@@ -13,28 +27,77 @@ CORRECT = {
     "reference": "kernels.reference:sparse_attn",
     "tiled": "kernels.tiled:sparse_attn",
     "positional": "kernels.positional:sparse_attn",
+    "flashmla": "kernels.flashmla:sparse_attn",
 }
 
-#: Seeded faulty kernels, each with exactly one bug.
-FAULTY = {f"mutant-{name}": f"kernels.mutants:MUTANTS[{name}]" for name in MUTANTS}
-
-#: Faulty variants of the pypto kernel, when it is available.
-FAULTY_PYPTO = {
-    "mutant-pypto-missing-plus-one": "kernels.pypto_kernel:mutant_missing_plus_one",
-    "mutant-pypto-sink-dropped": "kernels.pypto_kernel:mutant_sink_dropped",
-}
+#: The correct kernels written in torch alone: they run on any machine, in seconds (with the
+#: torch mutants, the kill-rate run's default).
+TORCH = ("reference", "tiled", "positional")
 
 DEFAULT_KERNEL = "pypto"
 
 
-def builtin_names() -> list[str]:
-    """Every built-in kernel name: correct ones first, then the faulty ones."""
-    return list(CORRECT) + list(FAULTY) + list(FAULTY_PYPTO)
+@dataclass(frozen=True)
+class Entry:
+    """One built-in kernel."""
+
+    name: str
+    #: one of the seeded faulty kernels (each with exactly one bug), which the suite must kill
+    faulty: bool
+    #: written in torch alone (runs on any machine, in seconds)
+    torch: bool
+    #: imports and returns the kernel
+    load: Callable[[], Kernel]
+
+
+def _resolve(spec: str, target: str) -> Kernel:
+    """The callable `module:attribute` names; `spec` is what the user asked for."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LookupError(f"--kernel {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+    obj = module
+    for piece in attr.split("."):
+        if not hasattr(obj, piece):
+            raise LookupError(f"--kernel {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, piece)
+    if not callable(obj):
+        raise LookupError(f"--kernel {spec!r}: {target} is not callable")
+    return obj
+
+
+def _pypto_faulty(bug: str) -> Kernel:
+    from kernels import pypto_kernel
+
+    return pypto_kernel.faulty(bug)
+
+
+def _catalogue() -> dict[str, Entry]:
+    entries = [Entry(name, False, name in TORCH, functools.partial(_resolve, name, target))
+               for name, target in CORRECT.items()]
+    entries += [Entry(f"mutant-{bug}", True, True, functools.partial(MUTANTS.__getitem__, bug))
+                for bug in MUTANTS]
+    entries += [Entry(f"mutant-pypto-{bug}", True, False, functools.partial(_pypto_faulty, bug))
+                for bug in PYPTO_BUGS]
+    return {e.name: e for e in entries}
+
+
+#: Every built-in kernel by name: the correct ones, the torch mutants, the pypto mutants.
+CATALOGUE = _catalogue()
+
+
+def builtin_names(*, faulty: bool | None = None, torch: bool | None = None) -> list[str]:
+    """Built-in kernel names in catalogue order (correct ones first), optionally only the
+    faulty (or correct) ones and only those written in torch alone (or not)."""
+    return [e.name for e in CATALOGUE.values()
+            if faulty in (None, e.faulty) and torch in (None, e.torch)]
 
 
 def is_faulty(name: str) -> bool:
-    """Built-in faulty kernels are named `mutant-*`."""
-    return name.startswith("mutant-")
+    """Whether `name` is one of the built-in faulty kernels."""
+    entry = CATALOGUE.get(name)
+    return entry is not None and entry.faulty
 
 
 def expand(spec: str) -> list[str]:
@@ -56,27 +119,25 @@ def expand(spec: str) -> list[str]:
     return names
 
 
-def load(name: str):
+def load(name: str) -> Kernel:
     """The callable for a built-in name or a `module:callable` spec."""
-    target = CORRECT.get(name) or FAULTY.get(name) or FAULTY_PYPTO.get(name)
-    if target is None:
-        if ":" not in name:
-            raise LookupError(
-                f"--kernel: expected a built-in name (see --list-kernels) or module:callable, "
-                f"got {name!r}")
-        target = name
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LookupError(f"--kernel {name!r}: cannot import module {module_name!r}: {exc}") from exc
-    if attr.startswith("MUTANTS["):
-        return module.MUTANTS[attr[len("MUTANTS["):-1]]
-    obj = module
-    for piece in attr.split("."):
-        if not hasattr(obj, piece):
-            raise LookupError(f"--kernel {name!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, piece)
-    if not callable(obj):
-        raise LookupError(f"--kernel {name!r}: {target} is not callable")
-    return obj
+    entry = CATALOGUE.get(name)
+    if entry is not None:
+        return entry.load()
+    if ":" not in name:
+        raise LookupError(
+            f"--kernel: expected a built-in name (see --list-kernels) or module:callable, "
+            f"got {name!r}")
+    return _resolve(name, name)
+
+
+_loaded: dict[str, KernelUnderTest] = {}
+
+
+def kernel_under_test(name: str) -> KernelUnderTest:
+    """The kernel `name` (built-in or `module:callable`), loaded and its declarations read
+    once per process. Raises `LookupError` for a name that loads nothing and
+    `kernels.contract.ContractError` for a malformed declaration."""
+    if name not in _loaded:
+        _loaded[name] = KernelUnderTest.of(name, load(name), faulty=is_faulty(name))
+    return _loaded[name]

@@ -1,5 +1,6 @@
 """Collects a conformance run's results as pytest reports them (on the xdist controller too,
-where the per-test statistics arrive in `user_properties`) and writes the report."""
+where each test's identity and statistics arrive in `user_properties`, and its diagnostics
+and replay command in its sections) and writes the report."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from importlib import metadata
 
 from hypothesis import settings
 
-from conformance.plugin import parse_nodeid, selectable_nodeid
-from conformance.recorder import STATS_KEY
-from conformance.replay import find_blob, replay_command
+from conformance.recorder import (
+    DIAGNOSTICS_SECTION,
+    FAILURE_KIND_KEY,
+    REPLAY_SECTION,
+    STATS_KEY,
+    TEST_KEY,
+)
+from kernels import registry
 from reports import html, model
+from strategies.coverage import CORNERS
 
 #: The kernel column of a test that is not parametrised by kernel (a contract finding).
 CONTRACT = "(contract)"
@@ -30,33 +37,39 @@ def versions() -> dict:
 
 
 class ReportCollector:
-    """A pytest plugin object; registered by conformance.plugin when --report-dir is given."""
+    """A pytest plugin object; registered by the suite's plugin when --report-dir is given,
+    with the run's kernel spec."""
 
-    def __init__(self, config):
+    def __init__(self, config, kernel_spec: str):
         self.config = config
+        self.kernel_spec = kernel_spec
         self.dir = config.getoption("report_dir")
         self.results: dict[str, dict] = {}
         self.started = time.time()
 
     def pytest_runtest_logreport(self, report):
-        parsed = parse_nodeid(report.nodeid)
-        if not parsed:
-            return
-        path, test, kernel = parsed
-        nodeid = selectable_nodeid(path, test, kernel)
-        entry = self.results.setdefault(nodeid, {
-            "nodeid": nodeid, "file": path, "property": test,
-            "kernel": kernel or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
+        who = next((v for k, v in report.user_properties if k == TEST_KEY), None)
+        if who is None:
+            return  # not a test of the suite's run
+        entry = self.results.setdefault(who["nodeid"], {
+            "nodeid": who["nodeid"], "file": who["file"], "property": who["property"],
+            "kernel": who["kernel"] or CONTRACT, "status": "passed", "seconds": 0.0, "message": "",
             "seq": len(self.results),  # execution order per worker
             "contract_finding": "contract_finding" in report.keywords,
+            # a test that drew no examples (skipped, or not a Hypothesis test) keeps zeros
+            "examples": 0, "rejected": 0, "coverage": dict.fromkeys(CORNERS, 0),
         })
         entry["seconds"] += report.duration
         for key, value in report.user_properties:
             if key == STATS_KEY:
                 entry.update(value)
+            elif key == FAILURE_KIND_KEY:
+                entry["failure_kind"] = value
         for title, content in report.sections:
-            if title == "kernel diagnostics":
+            if title == DIAGNOSTICS_SECTION:
                 entry["diagnostics"] = content
+            elif title == REPLAY_SECTION:
+                entry["replay"] = content
         text = str(report.longrepr) if report.longrepr else ""
         if hasattr(report, "wasxfail"):
             entry["status"] = "xfailed" if report.skipped else "xpassed"
@@ -67,33 +80,26 @@ class ReportCollector:
         elif report.skipped:
             entry["status"] = "skipped"
             entry["message"] = report.longrepr[2] if isinstance(report.longrepr, tuple) else text
-        if report.failed or hasattr(report, "wasxfail"):
-            entry["replay"] = replay_command(entry["nodeid"], kernel,
-                                             settings.get_current_profile_name(),
-                                             find_blob(text))
 
     def pytest_sessionfinish(self, session):
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes the report
-        from conformance.plugin import kernel_spec, kernel_under_test
-        from kernels import registry
-
-        names = registry.expand(kernel_spec(self.config))
         kernels = {}
-        for name in names:
-            k = kernel_under_test(name)
+        for name in registry.expand(self.kernel_spec):
+            k = registry.kernel_under_test(name)
             kernels[name] = {"faulty": k.faulty, "preconditions": model.preconditions(k.pre),
                              "unexercised": k.pre.unexercised()}
         run = {
             "schema": model.SCHEMA,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "seconds": time.time() - self.started,
-            "kernel_spec": kernel_spec(self.config),
+            "kernel_spec": self.kernel_spec,
             "profile": settings.get_current_profile_name(),
             "seed": self.config.getoption("hypothesis_seed", None),
             "derandomize": settings.default.derandomize,
             "versions": versions(),
             "kernels": kernels,
+            "corners": dict(CORNERS),
             "results": sorted(self.results.values(), key=lambda r: (r["kernel"], r["seq"])),
         }
         os.makedirs(self.dir, exist_ok=True)

@@ -1,10 +1,12 @@
 """One self-contained HTML page for one or more runs: no scripts, no network; plots are
-inline SVG."""
+inline SVG. The markup is the Jinja template `reports/templates/report.html.j2` (escaping
+every value); this module prepares what it shows."""
 
 from __future__ import annotations
 
-import html as _html
 import math
+
+import jinja2
 
 from reports import model
 
@@ -18,142 +20,119 @@ td.not-exercised{background:#e4e4e4;color:#666}
 td.expected-fail{background:#fde9a8}td.unexpected-pass{background:#f7c27a}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px;white-space:pre-wrap}
 .small{font-size:12px;color:#555}
+td.num{text-align:right}td.cov-zero{background:#f6b3b3;font-weight:bold}
+td.cov-none{color:#999;text-align:center}tr.total td,tr.total th{border-top:2px solid #888}
+details.coverage summary{cursor:pointer;margin:.3em 0}
 """
 
+#: Shown under the coverage table's heading.
+COVERAGE_TEXT = (
+    "Per kernel, one row per property: the examples whose body ran and the draws the property "
+    "rejected before its body ran, then, per corner of the input domain (hover a column header "
+    "for its definition), how many of those examples hit it. Counts include Hypothesis' "
+    "shrinking replays and are summed over the page's runs; the last row sums the kernel's "
+    "properties. A red 0 is a corner the property never reached; \u2013 marks a property that "
+    "drew no examples (skipped, or not a Hypothesis test) or a report without coverage.")
 
-def esc(x) -> str:
-    return _html.escape(str(x))
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"),
+                          autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                          keep_trailing_newline=True)
+
+#: How a failure is described on the page, by `failure_kind`.
+FAILURE_KIND_TEXT = {"assertion": "assertion: the property's own check failed",
+                     "kernel-error": "kernel-error: the kernel raised, crashed or returned "
+                                     "something the contract does not allow"}
 
 
-def css_class(cell: str) -> str:
-    return cell.replace(" ", "-")
-
-
-def histogram_svg(values: list[float], title: str, limit: float = 1.0, bins: int = 20) -> str:
+def histogram(values: list[float], title: str, limit: float = 1.0, bins: int = 20) -> dict:
     """Bars of err/tolerance over [0, max(limit, max value)]; the tolerance is the red line."""
     w, h, pad = 360, 120, 20
+    out = {"title": title, "n": len(values), "w": w, "h": h, "pad": pad}
     if not values:
-        return f'<svg width="{w}" height="30"><text x="4" y="20" font-size="12">{esc(title)}: ' \
-               f'no comparisons</text></svg>'
+        return out
     top = max(limit * 1.05, max(values))
     counts = [0] * bins
     for v in values:
         counts[min(int(v / top * bins), bins - 1)] += 1
     peak = max(counts)
     bw = (w - 2 * pad) / bins
-    bars = "".join(
-        f'<rect x="{pad + i * bw:.1f}" y="{h - pad - c / peak * (h - 2 * pad):.1f}" '
-        f'width="{bw - 1:.1f}" height="{c / peak * (h - 2 * pad):.1f}" fill="#5b8def"/>'
-        for i, c in enumerate(counts) if c)
-    x_tol = pad + limit / top * (w - 2 * pad)
-    return (f'<svg width="{w}" height="{h}" role="img" aria-label="{esc(title)}">'
-            f'<text x="{pad}" y="12" font-size="11">{esc(title)} (n={len(values)}, '
-            f'max {max(values):.3g} of tolerance)</text>{bars}'
-            f'<line x1="{x_tol:.1f}" x2="{x_tol:.1f}" y1="{pad}" y2="{h - pad}" stroke="red"/>'
-            f'<text x="{pad}" y="{h - 4}" font-size="10">0</text>'
-            f'<text x="{w - pad - 30}" y="{h - 4}" font-size="10">{top:.2g}</text></svg>')
+    out.update(max=max(values), top=top, x_tol=pad + limit / top * (w - 2 * pad), bars=[
+        {"x": pad + i * bw, "y": h - pad - c / peak * (h - 2 * pad), "w": bw - 1,
+         "h": c / peak * (h - 2 * pad)} for i, c in enumerate(counts) if c])
+    return out
 
 
-def bars_svg(items: list[tuple[str, float]], title: str) -> str:
+def kill_bars(items: list[tuple[str, float]], title: str) -> dict | None:
     """Horizontal bars, log scale: examples to kill per faulty kernel."""
     if not items:
-        return ""
+        return None
     row, label_w, w = 14, 230, 560
     top = max(math.log10(v + 1) for _, v in items) or 1.0
-    h = row * len(items) + 24
-    out = [f'<svg width="{w}" height="{h}" role="img" aria-label="{esc(title)}">'
-           f'<text x="0" y="12" font-size="11">{esc(title)}</text>']
-    for i, (name, v) in enumerate(items):
-        y = 18 + i * row
-        bw = (w - label_w - 40) * math.log10(v + 1) / top
-        out.append(f'<text x="0" y="{y + 10}" font-size="10">{esc(name)}</text>'
-                   f'<rect x="{label_w}" y="{y}" width="{bw:.1f}" height="{row - 3}" '
-                   f'fill="#e08a3c"/><text x="{label_w + bw + 3:.1f}" y="{y + 10}" '
-                   f'font-size="10">{v:g}</text>')
-    out.append("</svg>")
-    return "".join(out)
+    return {"title": title, "w": w, "h": row * len(items) + 24, "row": row, "label_w": label_w,
+            "bars": [{"name": name, "value": v, "y": 18 + i * row,
+                      "w": (w - label_w - 40) * math.log10(v + 1) / top}
+                     for i, (name, v) in enumerate(items)]}
+
+
+def coverage_tables(runs: list[dict], info: dict) -> list[dict]:
+    """The examples-and-coverage tables, one per kernel (a faulty kernel's folded): rows per
+    property, then the kernel's total (`coverage` None where no example was drawn)."""
+    names = model.corners(runs)
+    counts = model.coverage(runs)
+    by_kernel: dict[str, list[str]] = {}
+    for k, p in counts:
+        by_kernel.setdefault(k, []).append(p)
+    tables = []
+    for k, props in by_kernel.items():
+        total = {"examples": 0, "rejected": 0, "coverage": None}
+        rows = []
+        for p in props:
+            row = counts[(k, p)]
+            total["examples"] += row["examples"]
+            total["rejected"] += row["rejected"]
+            drew = row["examples"] > 0 and row["coverage"] is not None
+            if drew:
+                total["coverage"] = total["coverage"] or {}
+                for c in names:
+                    total["coverage"][c] = total["coverage"].get(c, 0) + row["coverage"].get(c, 0)
+            rows.append({"cls": "", "property": p, "label": p.removeprefix("test_"),
+                         "examples": row["examples"], "rejected": row["rejected"],
+                         "coverage": row["coverage"] if drew else None})
+        rows.append(dict(total, cls="total", property="", label="all properties"))
+        reached = sum(1 for c in names if (total["coverage"] or {}).get(c, 0) > 0)
+        tables.append({"kernel": k, "faulty": bool(info.get(k, {}).get("faulty")),
+                       "rows": rows, "total": total, "reached": reached})
+    return tables
 
 
 def render(runs: list[dict]) -> str:
     kernels, props, cells = model.matrix(runs)
     info = model.kernel_info(runs)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Sparse attention "
-             f"conformance</title><style>{CSS}</style></head><body>",
-             "<h1>Sparse decode attention conformance</h1>"]
-    for run in runs:
-        v = run["versions"]
-        parts.append(f"<p class='small'>run {esc(run['created'])}: kernels "
-                     f"<code>{esc(run['kernel_spec'])}</code>, profile {esc(run['profile'])}, "
-                     f"seed {esc(run['seed'])}, derandomize {esc(run['derandomize'])}; "
-                     f"torch {esc(v.get('torch'))}, pypto {esc(v.get('pypto'))}, hypothesis "
-                     f"{esc(v.get('hypothesis'))}; {run['seconds']:.1f} s</p>")
-    parts.append("<h2>Conformance matrix</h2><table id='matrix'><tr><th>kernel</th>")
-    parts += [f"<th>{esc(p.removeprefix('test_'))}</th>" for p in props]
-    parts.append("</tr>")
-    for k in kernels:
-        tag = " (faulty)" if info.get(k, {}).get("faulty") else ""
-        parts.append(f"<tr><th>{esc(k)}{tag}</th>")
-        for p in props:
-            c = cells.get((k, p), "")
-            parts.append(f"<td class='{css_class(c)}' data-kernel='{esc(k)}' "
-                         f"data-property='{esc(p)}'>{esc(c)}</td>")
-        parts.append("</tr>")
-    parts.append("</table>")
-
-    left_out = [(k, i["unexercised"], i["preconditions"].get("note", ""))
-                for k, i in info.items() if i["unexercised"]]
-    if left_out:
-        parts.append("<h2>Left out by kernel preconditions</h2><ul>")
-        parts += [f"<li><b>{esc(k)}</b>: {esc('; '.join(u))}"
-                  f"{' (' + esc(n) + ')' if n else ''}</li>" for k, u, n in left_out]
-        parts.append("</ul>")
-
     results = [r for run in runs for r in run["results"]]
-    parts.append("<h2>Error against the tolerance</h2><p class='small'>Each passing "
-                 "comparison's largest error as a fraction of its tolerance; the red line is "
-                 "the tolerance.</p>")
-    for k in kernels:
-        if info.get(k, {}).get("faulty"):
-            continue
-        for r in results:
-            if r["kernel"] == k and r.get("ratios"):
-                parts.append(histogram_svg(r["ratios"], f"{k} / {r['property']}"))
-
-    kills = [(r["kernel"], r["first_failure_example"]) for r in results
-             if info.get(r["kernel"], {}).get("faulty") and r.get("first_failure_example")]
+    correct = [k for k in kernels if not info.get(k, {}).get("faulty")]
     best: dict[str, float] = {}
-    for k, n in kills:
-        best[k] = min(best.get(k, n), n)
-    if best:
-        parts.append("<h2>Examples to kill</h2>")
-        parts.append(bars_svg(sorted(best.items()), "fewest examples until a property failed"))
+    for r in results:
+        n = r.get("first_failure_example")
+        if info.get(r["kernel"], {}).get("faulty") and n:
+            best[r["kernel"]] = min(best.get(r["kernel"], n), n)
 
-    findings = [r for r in results if r.get("contract_finding")]
-    if findings:
-        parts.append("<h2 id='findings'>Findings about the contract</h2>")
-        for r in findings:
-            parts.append(_failure(r))
-    failures = [r for r in results if r["status"] == "failed" and not r.get("contract_finding")]
-    parts.append(f"<h2 id='failures'>Failures ({len(failures)})</h2>")
-    parts += [_failure(r) for r in failures]
-    parts.append("</body></html>")
-    return "".join(parts)
+    def described(rs):
+        return [dict(r, kind=model.failure_kind(r)) for r in rs]
 
-
-def _failure(r: dict) -> str:
-    ce = r.get("counterexample") or {}
-    out = [f"<h3>{esc(r['kernel'])}: {esc(r['property'])} [{esc(r['status'])}]</h3>"]
-    if ce:
-        out.append(f"<p class='small'>shrunk counterexample size: {esc(ce.get('size'))}; "
-                   f"first failure after {esc(r.get('first_failure_example'))} examples</p>")
-        out.append(f"<pre>{esc(ce.get('error', ''))}\n\n{esc(ce.get('case', ''))}</pre>")
-    elif r.get("message"):
-        out.append(f"<pre>{esc(r['message'][-3000:])}</pre>")
-    if r.get("diagnostics"):
-        out.append(f"<p class='small'>kernel diagnostics: {esc(r['diagnostics'])}</p>")
-    if r.get("replay"):
-        out.append(f"<p>replay:</p><pre>{esc(r['replay'])}</pre>")
-    return "".join(out)
+    return _ENV.get_template("report.html.j2").render(
+        css=CSS, runs=runs, kernels=kernels, props=props, cells=cells, info=info,
+        left_out=[(k, i["unexercised"], i["preconditions"].get("note", ""))
+                  for k, i in info.items() if i["unexercised"]],
+        coverage_text=COVERAGE_TEXT, corners=model.corners(runs),
+        coverage=coverage_tables(runs, info),
+        histograms=[histogram(r["ratios"], f"{k} / {r['property']}")
+                    for k in correct for r in results if r["kernel"] == k and r.get("ratios")],
+        kills=kill_bars(sorted(best.items()), "fewest examples until a property failed"),
+        findings=described(r for r in results if r.get("contract_finding")),
+        failures=described(r for r in results
+                           if r["status"] == "failed" and not r.get("contract_finding")),
+        failure_kind_text=FAILURE_KIND_TEXT)
 
 
 def write(runs: list[dict], path: str) -> None:

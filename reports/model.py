@@ -62,6 +62,43 @@ def matrix(runs: list[dict]) -> tuple[list[str], list[str], dict]:
     return kernels, props, cells
 
 
+def failure_kind(result: dict) -> str | None:
+    """How a failed result failed: "assertion" (a property's own check) or "kernel-error"
+    (the kernel raised or crashed); None when the report does not say (an older report)."""
+    return result.get("failure_kind") or (result.get("counterexample") or {}).get(
+        "failure_kind")
+
+
+def corners(runs: list[dict]) -> dict[str, str]:
+    """The input-domain corners of the runs' coverage counts, name -> description, in the
+    order the runs list them (a run without coverage, from an older report, adds none)."""
+    out: dict[str, str] = {}
+    for run in runs:
+        for name, text in run.get("corners", {}).items():
+            out.setdefault(name, text)
+        for r in run["results"]:
+            for name in r.get("coverage") or {}:
+                out.setdefault(name, "")
+    return out
+
+
+def coverage(runs: list[dict]) -> dict[tuple[str, str], dict]:
+    """`{(kernel, property): {"examples", "rejected", "coverage"}}`, summed over the runs;
+    `coverage` is None where no run of that pair recorded it (an older report)."""
+    out: dict[tuple[str, str], dict] = {}
+    for run in runs:
+        for r in run["results"]:
+            row = out.setdefault((r["kernel"], r["property"]),
+                                 {"examples": 0, "rejected": 0, "coverage": None})
+            row["examples"] += r.get("examples") or 0
+            row["rejected"] += r.get("rejected") or 0
+            if r.get("coverage") is not None:
+                cov = row["coverage"] = row["coverage"] or {}
+                for name, n in r["coverage"].items():
+                    cov[name] = cov.get(name, 0) + n
+    return out
+
+
 def kernel_info(runs: list[dict]) -> dict:
     out = {}
     for run in runs:

@@ -1,4 +1,5 @@
-"""The pytest plugin's command line: listing kernels, choosing them, bad choices."""
+"""The pytest plugin's command line: listing kernels, choosing them, bad choices; the plugin
+stays out of a project that did not ask for the suite."""
 
 import subprocess
 import sys
@@ -76,3 +77,46 @@ def test_slow_kernel_runs_its_declared_share_of_examples(tmp_path):
         [sys.executable, "-m", "pytest", "conformance/test_reference_match.py::test_matches_reference",
          "--kernel=slow_kernel:bad"], capture_output=True, text=True, env=env, timeout=600)
     assert "example_fraction: expected a number in (0, 1], got 2" in res.stdout + res.stderr
+
+
+FOREIGN_TEST = """
+import pytest
+from hypothesis import settings
+
+
+@pytest.fixture
+def kernel():
+    return "mine"
+
+
+def test_own_kernel(kernel, request):
+    assert request.config.pluginmanager.has_plugin("sparse_attn_conformance")  # installed
+    assert kernel == "mine"  # not parametrised by the suite
+    assert settings.get_current_profile_name() == "default"  # no suite profile loaded
+"""
+
+
+def test_a_foreign_project_is_left_alone(tmp_path):
+    """A project with the suite installed beside it: its own test with a `kernel` argument
+    keeps its own fixture and Hypothesis' own profile; naming the plugin turns it on."""
+    (tmp_path / "test_foreign.py").write_text(FOREIGN_TEST)
+    res = pytest_cli("-p", "no:cacheprovider", "-p", "no:xdist", "test_foreign.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "sparse-attn conformance" not in res.stdout
+    res = pytest_cli("-p", "no:cacheprovider", "-p", "sparse_attn_conformance", "--co", "-q",
+                     "test_foreign.py", cwd=tmp_path)
+    assert "test_foreign.py::test_own_kernel[pypto]" in res.stdout, res.stdout[-2000:]
+
+
+def test_plugin_and_reports_import_nothing_of_each_other():
+    code = (
+        "import sys, importlib\n"
+        "import conformance.plugin\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reports', 'kernels', 'torch')))\n"
+        "for m in ('reports.collector', 'reports.html', 'reports.model', 'reports.__main__'):\n"
+        "    importlib.import_module(m)\n"
+        "jobs = ('conformance.selection', 'conformance.reporting', 'conformance.replay')\n"
+        "print(sorted(m for m in sys.modules if m in jobs))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["[]", "[]"]

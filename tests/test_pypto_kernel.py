@@ -99,11 +99,11 @@ def test_multi_token_derivation_s2():
 def test_mutants_are_detectably_wrong():
     kw = causal_fixture()
     want = reference.sparse_attn(**kw)
-    bad = pypto_kernel.mutant_missing_plus_one(**kw)
+    bad = pypto_kernel.faulty("missing-plus-one")(**kw)
     assert (bad - want).abs().max() > 1.0
     kw = make_inputs(seed=5)
     want = reference.sparse_attn(**kw)
-    bad = pypto_kernel.mutant_sink_dropped(**kw)
+    bad = pypto_kernel.faulty("sink-dropped")(**kw)
     assert (bad - want).abs().max() > 0.05
 
 

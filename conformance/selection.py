@@ -1,0 +1,120 @@
+"""The plugin's kernel selection: the kernels the properties run on (`--kernel`, else
+`$SPARSE_ATTN_KERNEL`, else the default), every test with a `kernel` argument parametrised
+by them, the report header that names them, the share of each profile's examples a slow
+kernel declares (`example_fraction`), and `--first-kill`.
+
+Registered by `conformance.plugin` only when the suite was asked for. The kernel a test
+runs on is read from its parametrisation in one place (`kernel_of`) and travels with every
+report of the test in `user_properties` (`conformance.recorder.TEST_KEY`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+from conformance import hypothesis_hooks, profiles
+from conformance.recorder import TEST_KEY
+from kernels import registry
+from kernels.contract import ContractError
+from kernels.interface import KernelUnderTest, unavailable_reason
+
+ENV_KERNEL = "SPARSE_ATTN_KERNEL"
+
+
+def kernel_spec(config) -> str:
+    """The kernel spec of this run: `--kernel`, else `$SPARSE_ATTN_KERNEL`, else the default."""
+    return config.getoption("kernel") or os.environ.get(ENV_KERNEL) or registry.DEFAULT_KERNEL
+
+
+def kernels(config) -> list[KernelUnderTest]:
+    """The kernels under test; a spec that loads nothing is a usage error."""
+    try:
+        return [registry.kernel_under_test(n) for n in registry.expand(kernel_spec(config))]
+    except (LookupError, ContractError) as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def kernel_of(item) -> KernelUnderTest | None:
+    """The kernel a test item runs on, or None for a test not parametrised by kernel."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("kernel") if callspec else None
+
+
+def identity(item) -> dict:
+    """What the reports need to know of a test: the node id that selects it (without the
+    `@group` that xdist's loadgroup appends), its file, the property (the test function)
+    and the kernel's name."""
+    nodeid = f"{item.parent.nodeid}::{item.name}"
+    kernel = kernel_of(item)
+    return {"nodeid": nodeid, "file": nodeid.split("::", 1)[0],
+            "property": getattr(item, "originalname", item.name),
+            "kernel": kernel.name if kernel is not None else None}
+
+
+def identity_of(report) -> dict | None:
+    """The identity a test's report carries (see `identity`), or None."""
+    return next((v for k, v in getattr(report, "user_properties", ()) if k == TEST_KEY), None)
+
+
+def pytest_report_header(config):
+    seed = config.getoption("hypothesis_seed", None)
+    lines = [f"sparse-attn conformance: kernel={kernel_spec(config)} "
+             f"profile={settings.get_current_profile_name()} "
+             f"seed={seed if seed is not None else 'random'} "
+             f"(derandomize={settings.default.derandomize}, work budget {profiles.budget()})"]
+    try:
+        under_test = kernels(config)
+    except pytest.UsageError:
+        return lines  # collection reports it
+    for k in under_test:
+        if k.example_fraction < 1:
+            lines.append(f"  {k.name}: declares example_fraction={k.example_fraction:g}: each "
+                         f"property runs that share of the profile's max_examples (at least 3)")
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    if "kernel" in metafunc.fixturenames:
+        params = []
+        for k in kernels(metafunc.config):
+            reason = unavailable_reason(k.fn)
+            marks = [pytest.mark.skip(reason=f"{k.name} cannot run here: {reason}")] if reason else []
+            params.append(pytest.param(k, id=k.name, marks=marks))
+        metafunc.parametrize("kernel", params, scope="session")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marks
+def pytest_collection_modifyitems(config, items):
+    first_kill = config.getoption("first_kill")
+    for item in items:
+        who = identity(item)
+        item.user_properties.append((TEST_KEY, who))
+        if first_kill:
+            # one worker per kernel, so that each worker knows its kernels' kills
+            item.add_marker(pytest.mark.xdist_group(who["kernel"] or "none"))
+
+
+#: kernel name -> the property that killed it (with --first-kill)
+_killed: dict[str, str] = {}
+
+
+def pytest_runtest_setup(item):
+    kernel = kernel_of(item)
+    if kernel is not None and item.config.getoption("first_kill") and kernel.name in _killed:
+        pytest.skip(f"not run: {kernel.name} was already killed by {_killed[kernel.name]}")
+
+
+def pytest_runtest_logreport(report):
+    who = identity_of(report)
+    if report.failed and who and who["kernel"] and "contract_finding" not in report.keywords:
+        _killed.setdefault(who["kernel"], who["property"])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    kernel = kernel_of(item)
+    with hypothesis_hooks.scaled_examples(item.obj, kernel.example_fraction if kernel else 1.0):
+        return (yield)

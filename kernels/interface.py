@@ -1,0 +1,133 @@
+"""What the suite expects of a kernel under test, written once: the call (docs/contract.md)
+and three optional attributes a kernel may carry, and `KernelUnderTest`, the suite's view of
+a loaded kernel (built by `kernels.registry.kernel_under_test`).
+
+A kernel is any callable with the contract's keyword arguments; a plain function does, and
+it declares an optional attribute by setting it::
+
+    def sparse_attn(*, q, ori_kv, ..., window_size):
+        ...
+    sparse_attn.preconditions = Preconditions(dims={"H": (64,)})
+    sparse_attn.example_fraction = 0.2
+    sparse_attn.diagnose = lambda **args: "first divergent pass: ..."
+
+The suite reads each attribute through one function here (`preconditions_of`,
+`example_fraction_of`, `KernelUnderTest.diagnose`), which supplies the default for a kernel
+that does not declare it and rejects a malformed declaration with a `ContractError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from kernels.contract import ContractError, Preconditions
+
+
+class Kernel(Protocol):
+    """A sparse decode attention kernel, as the suite calls it. Only the call is required;
+    the attributes below are optional (a kernel that leaves one out gets its default)."""
+
+    def __call__(self, *, q: torch.Tensor, ori_kv: torch.Tensor,
+                 ori_block_table: torch.Tensor, cmp_kv: torch.Tensor,
+                 cmp_block_table: torch.Tensor, topk_idxs: torch.Tensor,
+                 attn_sink: torch.Tensor, seqused_kv: torch.Tensor, softmax_scale: float,
+                 window_size: int) -> torch.Tensor:
+        """`o` `[B, S, H, D]` for one call (docs/contract.md sections 1-3), any floating dtype
+        on any device. The arguments are the kernel's to read (fresh buffers each call, CPU
+        tensors, in the layouts `kernels.layout` describes); it must not modify them."""
+
+    preconditions: Preconditions
+    """What the kernel takes beyond the contract (a compiled shape, model-written index
+    rows only, a bound on context length). The strategies draw only inputs meeting it, and
+    the report lists what that left out. Default: `Preconditions()`, the whole contract."""
+
+    example_fraction: float
+    """The share, in (0, 1], of each Hypothesis profile's `max_examples` that every property
+    runs for this kernel (at least 3 examples), for a kernel whose calls are slow (the
+    simulated pypto kernel declares 0.2). The report header names it. Default: 1.0."""
+
+    def available(self) -> str | None:
+        """None when the kernel can run on this machine, else why not (a missing package,
+        no GPU): its tests are then skipped with that reason instead of failing. Default:
+        always available."""
+
+    def diagnose(self, **args) -> str:
+        """Called, with the arguments of the kernel's last call in a failing example, after
+        a property failed: the kernel's own account of that call (the pypto kernel reruns
+        it with pypto's per-pass verification and names the first divergent compiler pass).
+        Its text is the failure's "kernel diagnostics" section and is in the report. An
+        exception it raises is reported in that text; it never hides the failure. Default:
+        no diagnostics."""
+
+
+def preconditions_of(kernel) -> Preconditions:
+    """The preconditions a kernel declares (attribute `preconditions`), or none."""
+    pre = getattr(kernel, "preconditions", None)
+    if pre is None:
+        return Preconditions()
+    if not isinstance(pre, Preconditions):
+        raise ContractError(
+            f"kernel.preconditions: expected a kernels.contract.Preconditions, got {type(pre)!r}")
+    return pre
+
+
+def unavailable_reason(kernel) -> str | None:
+    """Why `kernel` cannot run here (its optional `available()`), or None."""
+    check = getattr(kernel, "available", None)
+    if check is None:
+        return None
+    reason = check()
+    if reason is not None and not isinstance(reason, str):
+        raise ContractError(f"kernel.available(): expected None or a reason (str), got {reason!r}")
+    return reason
+
+
+def example_fraction_of(kernel) -> float:
+    """The share of each profile's examples a kernel asks for (attribute `example_fraction`)."""
+    fraction = getattr(kernel, "example_fraction", 1.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction <= 1:
+        raise ContractError(
+            f"example_fraction: expected a number in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+@dataclass(frozen=True)
+class KernelUnderTest:
+    """A kernel as the properties receive it: its name (built-in or `module:callable`), the
+    callable, its declarations read once, and whether it is one of the seeded faulty
+    kernels."""
+
+    name: str
+    fn: Kernel
+    pre: Preconditions
+    example_fraction: float
+    faulty: bool
+
+    @classmethod
+    def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
+        """Read `fn`'s declarations; a malformed one raises `ContractError` naming the kernel."""
+        try:
+            return cls(name=name, fn=fn, pre=preconditions_of(fn),
+                       example_fraction=example_fraction_of(fn), faulty=faulty)
+        except ContractError as exc:
+            raise ContractError(f"kernel {name!r}: {exc}") from exc
+
+    def diagnose(self, args: dict) -> str | None:
+        """What the kernel's optional `diagnose(**args)` says about a call, or None."""
+        fn = getattr(self.fn, "diagnose", None)
+        if fn is None:
+            return None
+        try:
+            return str(fn(**args))
+        except Exception as exc:  # diagnostics must never hide the failure itself
+            return f"{self.name}.diagnose failed: {type(exc).__name__}: {exc}"
+
+    def __repr__(self) -> str:
+        return f"KernelUnderTest({self.name!r})"
+
+    def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints a failing test's arguments
+        p.text(repr(self))

@@ -1,0 +1,65 @@
+"""The kernel catalogue (one list of built-in kernels, one naming style) and the kernel
+interface (kernels/interface.py): every built-in kernel's declarations are valid, and a
+malformed declaration is named."""
+
+import re
+
+import pytest
+
+from conformance.killrate import DEFAULT_KERNELS
+from kernels import registry
+from kernels.contract import ContractError, Preconditions
+from kernels.interface import KernelUnderTest
+from kernels.mutants import MUTANTS
+from kernels.pypto_program import BUGS
+
+
+def test_catalogue_names_every_kernel_once_in_one_style():
+    names = registry.builtin_names()
+    assert len(names) == len(set(names)) == len(registry.CATALOGUE)
+    assert registry.builtin_names(faulty=False) == list(registry.CORRECT)
+    assert registry.builtin_names(faulty=True) == (
+        [f"mutant-{bug}" for bug in MUTANTS] + [f"mutant-pypto-{bug}" for bug in BUGS])
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names), names
+
+
+def test_killrate_default_is_the_torch_kernels_of_the_catalogue():
+    assert DEFAULT_KERNELS.split(",") == (
+        list(registry.TORCH) + [f"mutant-{bug}" for bug in MUTANTS])
+    assert "pypto" not in DEFAULT_KERNELS.split(",")
+
+
+def test_every_builtin_kernel_loads_with_valid_declarations():
+    for name in registry.builtin_names():
+        k = registry.kernel_under_test(name)
+        assert k is registry.kernel_under_test(name)  # loaded once
+        assert callable(k.fn) and isinstance(k.pre, Preconditions)
+        assert 0 < k.example_fraction <= 1
+        assert k.faulty == registry.is_faulty(name) == name.startswith("mutant-")
+    assert registry.kernel_under_test("mutant-pypto-sink-dropped").fn.bugs == {"sink-dropped"}
+
+
+def test_a_malformed_declaration_is_named():
+    def attn(**kw):
+        return None
+
+    attn.example_fraction = 0
+    with pytest.raises(ContractError, match=r"kernel 'mine': example_fraction: expected a "
+                                            r"number in \(0, 1\], got 0"):
+        KernelUnderTest.of("mine", attn)
+    attn.example_fraction = 0.5
+    attn.preconditions = {"H": (64,)}
+    with pytest.raises(ContractError, match="kernel 'mine': kernel.preconditions: expected"):
+        KernelUnderTest.of("mine", attn)
+
+
+def test_diagnostics_never_hide_the_failure():
+    def attn(**kw):
+        return None
+
+    assert KernelUnderTest.of("plain", attn).diagnose({"q": 1}) is None
+    attn.diagnose = lambda **args: f"saw {sorted(args)}"
+    assert KernelUnderTest.of("a", attn).diagnose({"q": 1}) == "saw ['q']"
+    attn.diagnose = lambda **args: 1 / 0
+    assert KernelUnderTest.of("b", attn).diagnose({}) == (
+        "b.diagnose failed: ZeroDivisionError: division by zero")
