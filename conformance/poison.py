@@ -11,11 +11,19 @@ from kernels.contract import Inputs, derived_lengths, live_mask
 POISON = (float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38)
 
 
-def _mark(mask: torch.Tensor, table: torch.Tensor, b: torch.Tensor, slot: torch.Tensor,
-          block: int) -> None:
-    """Set `mask[table[b, slot // block], slot % block]` for each (b, slot) pair."""
-    blocks = table.to(torch.int64)[b, slot // block]
-    mask.view(-1)[blocks * block + slot % block] = True
+def mark_rows(mask: torch.Tensor, table: torch.Tensor, b, slots: torch.Tensor,
+              block: int) -> None:
+    """Set `mask[table[b, slot // block], slot % block]` for each `(b, slot)` pair (`b` an
+    int or a tensor like `slots`). A slot whose column is past the table or whose block id
+    is outside the pool is skipped: garbage in a column no live slot uses addresses
+    nothing."""
+    b = torch.as_tensor(b).expand_as(slots)
+    cols = slots // block
+    inside = cols < table.shape[1]
+    b, slots, cols = b[inside], slots[inside], cols[inside]
+    ids = table.to(torch.int64)[b, cols]
+    ok = (ids >= 0) & (ids < mask.shape[0])
+    mask.view(-1)[ids[ok] * block + slots[ok] % block] = True
 
 
 def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,8 +36,8 @@ def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     ori = torch.zeros(inputs.ori_kv.shape[:2], dtype=torch.bool)
     cmp = torch.zeros(inputs.cmp_kv.shape[:2], dtype=torch.bool)
     w, c = live & (e < win), live & (e >= win)
-    _mark(ori, inputs.ori_block_table, b[w], e[w], block)
-    _mark(cmp, inputs.cmp_block_table, b[c], e[c] - win, block)
+    mark_rows(ori, inputs.ori_block_table, b[w], e[w], block)
+    mark_rows(cmp, inputs.cmp_block_table, b[c], e[c] - win, block)
     return ori, cmp
 
 

@@ -8,19 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from conformance.poison import mark_rows
 from kernels.contract import Inputs
-
-
-def _mark_inside(mask: torch.Tensor, table: torch.Tensor, b: int, slots: torch.Tensor,
-                 block: int) -> None:
-    """Mark the rows of batch `b`'s `slots`, skipping columns whose id is outside the pool
-    (garbage in a column past the batch's length: nothing is stored there)."""
-    cols = slots // block
-    inside = cols < table.shape[1]
-    slots, cols = slots[inside], cols[inside]
-    ids = table[b].to(torch.int64)[cols]
-    ok = (ids >= 0) & (ids < mask.shape[0])
-    mask.view(-1)[ids[ok] * block + slots[ok] % block] = True
 
 
 def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):
@@ -35,9 +24,9 @@ def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):
         own, written = p0 + s, p0 + S
         # ring slot w holds position w + WIN * ((written - 1 - w) // WIN) once written
         pos = w + win * torch.div(written - 1 - w, win, rounding_mode="floor")
-        _mark_inside(ori, inputs.ori_block_table, b, w[(w >= written) | (pos > own)], block)
+        mark_rows(ori, inputs.ori_block_table, b, w[(w >= written) | (pos > own)], block)
         later = torch.ones_like(c, dtype=torch.bool) if ratio == 0 else (c + 1) * ratio - 1 > own
-        _mark_inside(cmp, inputs.cmp_block_table, b, c[later], block)
+        mark_rows(cmp, inputs.cmp_block_table, b, c[later], block)
     return ori, cmp
 
 

@@ -51,14 +51,15 @@ def _per_batch(draw, B: int, gen: torch.Generator, label: str, lo: int, hi: int,
                first: tuple[int, int] | None = None) -> list[int]:
     """`B` values in `[lo, hi]`: Hypothesis draws the featured ones, `gen` the rest.
     `first`: a narrower range for batch 0."""
-    out = []
-    for b in range(B):
-        a, z = first if (b == 0 and first is not None) else (lo, hi)
-        if b < FEATURED:
-            out.append(draw(st.integers(a, z), label=f"{label}[{b}]"))
-        else:
-            out.append(int(torch.randint(a, z + 1, (1,), generator=gen)))
-    return out
+    return [_one(draw, b, gen, label, *(first if (b == 0 and first is not None) else (lo, hi)))
+            for b in range(B)]
+
+
+def _one(draw, b: int, gen: torch.Generator, label: str, lo: int, hi: int) -> int:
+    """Batch `b`'s value in `[lo, hi]`: drawn by Hypothesis for a featured batch, else by `gen`."""
+    if b < FEATURED:
+        return draw(st.integers(lo, hi), label=f"{label}[{b}]")
+    return int(torch.randint(lo, hi + 1, (1,), generator=gen))
 
 
 def _last_start_within(cfg: Config, hi: int, max_seqused: int) -> int:
@@ -133,6 +134,5 @@ def out_of_model_seqused(draw, cfg: Config, gen: torch.Generator,
             name = draw(st.sampled_from(LENGTH_REGIMES[:3]), label=f"length_regime[{b}]")
         else:
             name = LENGTH_REGIMES[int(torch.randint(3, (1,), generator=gen))]
-        out += _per_batch(draw, 1, gen, f"seqused_kv[{b}]", *ranges[name]) if b < FEATURED \
-            else [int(torch.randint(ranges[name][0], ranges[name][1] + 1, (1,), generator=gen))]
+        out.append(_one(draw, b, gen, "seqused_kv", *ranges[name]))
     return tuple(out)
