@@ -199,10 +199,10 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
         draw(st.integers(0, 2), label="spare_cmp_blocks"),
         _columns(e - cfg.WIN, live & (e >= cfg.WIN), block) if adversarial else None, garbage)
 
-    spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale), label="values")
+    spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale, keep_scale=config is not None),
+                label="values")
     if spec["regime"] == "extreme":
-        if config is None:  # a given config keeps its scale
-            cfg = dataclasses.replace(cfg, softmax_scale=spec["scale"])
+        cfg = dataclasses.replace(cfg, softmax_scale=spec["scale"])
         ori_kv = exact_pool(gen, n_ori, block, cfg.D, spec["k_exp"])
         cmp_kv = exact_pool(gen, n_cmp, block, cfg.D, spec["k_exp"])
         kv_scale = 2.0 ** spec["k_exp"]

@@ -65,8 +65,10 @@ def exact_pool(gen: torch.Generator, n_blocks: int, block: int, D: int, exp2: in
 
 
 @st.composite
-def value_regimes(draw, D: int, topk: int, scale: float) -> dict:
-    """How the rows, queries and scale of one case are drawn (see the module docstring)."""
+def value_regimes(draw, D: int, topk: int, scale: float, keep_scale: bool = False) -> dict:
+    """How the rows, queries and scale of one case are drawn (see the module docstring).
+    keep_scale: the extreme regime keeps `scale` (a given config) instead of drawing a
+    power of two, and sizes q so that the domain's bound holds for it."""
     regime = draw(st.sampled_from(REGIMES), label="value_regime")
     spec = {"regime": regime}
     if regime in ("tame", "dominant"):
@@ -79,16 +81,20 @@ def value_regimes(draw, D: int, topk: int, scale: float) -> dict:
         spec["logit"] = draw(st.sampled_from((0.0, 0.1, 0.5)), label="logit_scale")
     else:
         # the scale: a power of two (exact), zero or negative
-        s_exp = draw(st.integers(-12, 12), label="scale_exp2")
-        sign = draw(st.sampled_from((1.0, -1.0, 0.0)), label="scale_sign")
-        spec["scale"] = sign * 2.0**s_exp
+        if keep_scale:
+            spec["scale"] = scale
+            s_exp = math.ceil(math.log2(abs(scale))) if scale else 0
+        else:
+            s_exp = draw(st.integers(-12, 12), label="scale_exp2")
+            sign = draw(st.sampled_from((1.0, -1.0, 0.0)), label="scale_sign")
+            spec["scale"] = sign * 2.0**s_exp
         # |v| * TOPK <= 2^L and sum_d |q k| * max(1, |scale|) <= 2^L (contract section 5)
         k_max = DOMAIN_LIMIT_LOG2 - 2 - math.ceil(math.log2(max(topk, 1)))
         k_exp = draw(st.one_of(st.sampled_from((k_max, 15, 16, 0)), st.integers(-40, k_max)),
                      label="kv_exp2")
         # and q itself finite in bf16 (ints up to 4 = 2^2 times 2^125 is below 2^128)
         q_max = min(125, DOMAIN_LIMIT_LOG2 - 4 - math.ceil(math.log2(max(D, 1))) - k_exp
-                    - max(0, s_exp if sign else 0))
+                    - max(0, s_exp if spec["scale"] else 0))
         spec["q_exp"] = draw(st.one_of(st.just(q_max), st.integers(min(-40, q_max), q_max)),
                              label="q_exp2")
         spec["k_exp"] = k_exp

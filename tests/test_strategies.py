@@ -70,6 +70,19 @@ def test_cases_stay_within_the_budget(case):
 @given(case=cases(adversarial=True))
 def test_cases_stay_in_the_numerical_domain(case):
     """contract section 5: logits' partial sums and value sums stay below 2^120."""
+    _in_domain(case)
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_cases_with_a_given_config_stay_in_the_numerical_domain(data):
+    """A second case drawn for another's config (the independence property) keeps that
+    config's scale, extreme values included."""
+    first = data.draw(cases())
+    _in_domain(data.draw(cases(config=first.config)))
+
+
+def _in_domain(case):
     i = case.inputs
     rows, live = gather_rows(i)
     k = rows.double().abs()
