@@ -28,6 +28,8 @@ NEG = -1.0e30  # finite "minus infinity": keeps a fully masked tile free of inf 
 BUGS = {
     "missing-plus-one": "seq_used = seqused_kv[b] - S + s (the '+ 1' is missing)",
     "sink-dropped": "the sink is left out of the softmax denominator",
+    "window-inclusive": "window slot e is live while e <= window_valid (one slot too many); "
+                        "pypto's interpreter raises on the out-of-table read it can cause",
 }
 
 
@@ -77,6 +79,7 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
     # The seed derivation is seqused[b] - S + 1 + s; the mutant forgets the + 1.
     step_offset = float(S) if "missing-plus-one" in bugs else float(S - 1)
     sink_in_denominator = "sink-dropped" not in bugs
+    window_inclusive = "window-inclusive" in bugs
     options = {}
     if verify:
         vopts = {"enable_pass_verify": True}
@@ -122,7 +125,8 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
             pypto.set_vec_tile_shapes(16, 64)
             e = pypto.cast(pypto.view(idx, [T, KT], [0, j * KT]), f32)
             # Liveness by value: window slot in [0, wv), compressed slot in [WIN, WIN+cv).
-            wl = pypto.where(e >= 0.0, 1.0, 0.0) * pypto.where(e < wv, 1.0, 0.0)
+            in_window = e <= wv if window_inclusive else e < wv
+            wl = pypto.where(e >= 0.0, 1.0, 0.0) * pypto.where(in_window, 1.0, 0.0)
             cl = pypto.where(e >= float(WIN), 1.0, 0.0) * pypto.where(e < cv + float(WIN), 1.0, 0.0)
             # Dead entries get slot 0 so every table lookup stays in bounds ...
             sw = pypto.where(wl > 0.5, e, 0.0)

@@ -16,6 +16,7 @@ import atexit
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,37 @@ def describe_verify(verify: dict | None) -> str:
         return f"pypto pass verification: all verified passes agree ({', '.join(verify['passed'])})"
     return (f"pypto pass verification: first divergent pass {first} "
             f"(divergent: {', '.join(verify['divergent_passes'])})")
+
+
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(.*))?$")
+_OP = re.compile(r"(\w+)OpError\b")
+_WHERE = re.compile(r"/\*\s*(\S+:\d+)\s*\*/")
+_FUNC = re.compile(r"^func:\s*(\S+)", re.M)
+
+
+def pypto_error_summary(traceback_text: str) -> str:
+    """The failure message for an exception raised in the worker: the exception and pypto's
+    own last line first, then the op, the kernel program's line and pypto's function where
+    it happened when pypto's message names them, then pypto's whole message and the
+    worker's traceback."""
+    lines = traceback_text.rstrip().splitlines()
+    start = max((i for i, ln in enumerate(lines) if _EXC_LINE.match(ln)), default=None)
+    if start is None:
+        return f"pypto raised in the worker:\n{traceback_text.rstrip()}"
+    block = "\n".join(lines[start:])
+    exc = _EXC_LINE.match(lines[start]).group(1).rsplit(".", 1)[-1]
+    last = lines[-1].strip()
+    head = f"pypto raised {exc} in the worker: {last}"
+    where = []
+    if op := _OP.search(block):
+        where.append(f"op {op.group(1)}")
+    if loc := _WHERE.search(block):
+        where.append(f"at {loc.group(1)}")
+    if func := _FUNC.search(block):
+        where.append(f"in pypto function {func.group(1)}")
+    parts = [head] + (["  " + " ".join(where)] if where else [])
+    parts += [f"pypto's message:\n{block}", f"worker traceback:\n{traceback_text.rstrip()}"]
+    return "\n".join(parts)
 
 
 class PyptoWorker:
@@ -163,11 +195,17 @@ class PyptoWorker:
                 raise KernelCrashed(-rc if rc < 0 else None, rc, tail) from None
 
     def call(self, req: tuple, timeout_s: float = DEFAULT_TIMEOUT_S):
-        """Send ``req`` and return ``(value, report)``; raise :class:`KernelError` on error."""
+        """Send ``req`` and return ``(value, report)``; raise :class:`KernelError` on error.
+
+        After an error the worker is discarded: pypto 0.2.0 keeps its recording state open
+        after an exception raised while it builds or runs a program, and every later call in
+        that process would fail with "function nested is not allowed", hiding the real error.
+        """
         status, value, report = self.request(req, timeout_s)
-        self.recycle_if_large()
         if status != "ok":
-            raise KernelError(f"pypto kernel failed in the worker:\n{value}", report)
+            self.close()
+            raise KernelError(pypto_error_summary(value), report)
+        self.recycle_if_large()
         return value, report
 
     def rss_mb(self) -> int | None:

@@ -163,3 +163,24 @@ def test_a_grown_worker_is_recycled():
         assert worker.call(("ping",))[0] != pid
     finally:
         worker.close()
+
+
+def test_a_pypto_exception_reaches_the_caller_and_the_next_call_is_clean():
+    """A fault that makes pypto's interpreter raise (the seeded bug reads one window slot
+    past the table): the failure carries pypto's own message, the op and the program line;
+    the worker is replaced, so the next call is not poisoned by pypto's open recording state
+    ("function nested is not allowed")."""
+    from kernels.pypto_runtime import KernelError, default_worker
+
+    kw = causal_fixture()
+    kw["topk_idxs"][:, :, WIN] = WIN  # slot == window_valid == table width: out of the table
+    pid = default_worker().call(("ping",))[0]
+    with pytest.raises(KernelError) as info:
+        pypto_kernel.faulty("window-inclusive")(**kw)
+    message = str(info.value)
+    first = message.splitlines()[0]
+    assert "out of bounds" in first, message
+    assert "op GATHER_ELEMENT at " in message and "pypto_program.py:" in message, message
+    assert "function nested" not in message
+    check(make_inputs(seed=6))  # the next call: fresh worker, right numbers
+    assert default_worker().call(("ping",))[0] != pid
