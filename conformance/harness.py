@@ -8,7 +8,7 @@ import torch
 from hypothesis import target
 from hypothesis.errors import HypothesisException
 
-from conformance import recorder
+from conformance import packing, recorder
 from conformance.compare import compare, golden, tolerance
 from kernels.contract import Inputs, validate, validate_output
 from kernels.interface import KernelUnderTest
@@ -43,6 +43,29 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
         return validate_output(out, inputs)
     except ValueError as exc:
         raise KernelFailure(f"kernel {kernel.name!r}: {exc}") from exc
+
+
+def call_many(kernel: KernelUnderTest, parts: list[Inputs]) -> list[torch.Tensor]:
+    """The kernel's output for each of several independent calls. A kernel that declares
+    `max_packed_batch` gets them packed along `B` into as few calls as its limit allows
+    (`conformance.packing`); any other kernel gets one call each. A failure names the
+    packed call."""
+    if kernel.max_packed_batch < 2 or len(parts) < 2:
+        return [call(kernel, p) for p in parts]
+    outs: list[torch.Tensor | None] = [None] * len(parts)
+    for group in packing.groups(parts, kernel.max_packed_batch):
+        if len(group) == 1:
+            outs[group[0]] = call(kernel, parts[group[0]])
+            continue
+        packed = packing.pack([parts[k] for k in group])
+        try:
+            out = call(kernel, packed.inputs)
+        except KernelFailure as exc:
+            raise KernelFailure(f"{exc}\n(in a call packing {len(group)} independent calls "
+                                f"along B: {packed.inputs!r})") from exc
+        for k, piece in zip(group, packed.split(out), strict=True):
+            outs[k] = piece
+    return outs
 
 
 def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel output",

@@ -30,7 +30,7 @@ ENTRY_POINT = "sparse_attn_conformance"
 SUITE_DIR = Path(__file__).resolve().parent
 #: Hooks registered when the suite is on, by plugin name.
 JOBS = ("conformance.selection", "conformance.reporting", "conformance.replay")
-_SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay")
+_SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay", "no_packing")
 
 
 def pytest_addoption(parser):
@@ -47,6 +47,9 @@ def pytest_addoption(parser):
     group.addoption("--first-kill", action="store_true",
                     help="once a kernel fails a property, skip its remaining properties "
                          "(kill-rate runs; with xdist, pass --dist loadgroup)")
+    group.addoption("--no-packing", action="store_true",
+                    help="never pack independent calls into one call along B, even for a "
+                         "kernel that declares max_packed_batch (to measure or bisect)")
     group.addoption("--replay", default=None, metavar="VERSION:BLOB",
                     help="replay one counterexample: hypothesis version and blob of the "
                          "@reproduce_failure line printed with a failure, or that whole line "

@@ -10,6 +10,7 @@ report of the test in `user_properties` (`conformance.recorder.TEST_KEY`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -19,7 +20,7 @@ from conformance import hypothesis_hooks, profiles
 from conformance.recorder import TEST_KEY
 from kernels import registry
 from kernels.contract import ContractError
-from kernels.interface import KernelUnderTest, unavailable_reason
+from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"
 
@@ -32,7 +33,10 @@ def kernel_spec(config) -> str:
 def kernels(config) -> list[KernelUnderTest]:
     """The kernels under test; a spec that loads nothing is a usage error."""
     try:
-        return [registry.kernel_under_test(n) for n in registry.expand(kernel_spec(config))]
+        found = [registry.kernel_under_test(n) for n in registry.expand(kernel_spec(config))]
+        if config.getoption("no_packing"):
+            found = [dataclasses.replace(k, max_packed_batch=0) for k in found]
+        return found
     except (LookupError, ContractError) as exc:
         raise pytest.UsageError(str(exc)) from exc
 
@@ -70,6 +74,11 @@ def pytest_report_header(config):
     except pytest.UsageError:
         return lines  # collection reports it
     for k in under_test:
+        declared = max_packed_batch_of(k.fn)
+        if declared:
+            lines.append(f"  {k.name}: declares max_packed_batch={declared}: independent calls "
+                         f"are packed along B" + (" (off: --no-packing)"
+                                                  if config.getoption("no_packing") else ""))
         if k.example_fraction < 1:
             lines.append(f"  {k.name}: declares example_fraction={k.example_fraction:g}: each "
                          f"property runs that share of the profile's max_examples (at least 3)")

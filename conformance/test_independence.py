@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.draw import draw_case
-from conformance.harness import call, example, expect_equal_rows
+from conformance.harness import call_many, example, expect_equal_rows
 from conformance.views import batch_view, mix, one_token_call
 
 
@@ -20,8 +20,7 @@ def test_other_batches_and_tokens_do_not_matter(kernel, data):
         # B's attn_sink is replaced by A's: the sink is shared by every token
         b_inputs = b.inputs.replace(attn_sink=a.inputs.attn_sink)
         mixed = mix(a.inputs, b_inputs, batch, token, rows_too=not kernel.pre.canonical_rows)
-        out_mixed = call(kernel, mixed)
-        out_a, out_b = call(kernel, a.inputs), call(kernel, b_inputs)
+        out_mixed, out_a, out_b = call_many(kernel, [mixed, a.inputs, b_inputs])
         one = (slice(batch, batch + 1), slice(token, token + 1))
         expect_equal_rows(out_mixed[one], out_a[one],
                           batch_view(one_token_call(a.inputs, token), [batch]),

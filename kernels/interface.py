@@ -1,5 +1,5 @@
 """What the suite expects of a kernel under test, written once: the call (docs/contract.md)
-and three optional attributes a kernel may carry, and `KernelUnderTest`, the suite's view of
+and the optional attributes a kernel may carry, and `KernelUnderTest`, the suite's view of
 a loaded kernel (built by `kernels.registry.kernel_under_test`).
 
 A kernel is any callable with the contract's keyword arguments; a plain function does, and
@@ -49,6 +49,14 @@ class Kernel(Protocol):
     runs for this kernel (at least 3 examples), for a kernel whose calls are slow (the
     simulated pypto kernel declares 0.2). The report header names it. Default: 1.0."""
 
+    max_packed_batch: int
+    """The largest `B` of a call the suite may assemble from several independent calls
+    concatenated along `B` (`conformance.packing`: pools and tables offset, rows and tables
+    widened with `-1`), for a kernel whose calls have a large fixed cost. The contract makes
+    batches independent, so a conforming kernel gives each part its own call's output; the
+    properties then make one call where they would make several, and the report still
+    compares every part on its own. Default: 0, no packing."""
+
     def available(self) -> str | None:
         """None when the kernel can run on this machine, else why not (a missing package,
         no GPU): its tests are then skipped with that reason instead of failing. Default:
@@ -85,6 +93,15 @@ def unavailable_reason(kernel) -> str | None:
     return reason
 
 
+def max_packed_batch_of(kernel) -> int:
+    """The packed-call limit a kernel declares (attribute `max_packed_batch`), or 0."""
+    limit = getattr(kernel, "max_packed_batch", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ContractError(
+            f"max_packed_batch: expected an integer >= 0 (0: no packing), got {limit!r}")
+    return limit
+
+
 def example_fraction_of(kernel) -> float:
     """The share of each profile's examples a kernel asks for (attribute `example_fraction`)."""
     fraction = getattr(kernel, "example_fraction", 1.0)
@@ -106,13 +123,15 @@ class KernelUnderTest:
     pre: Preconditions
     example_fraction: float
     faulty: bool
+    max_packed_batch: int = 0
 
     @classmethod
     def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
         """Read `fn`'s declarations; a malformed one raises `ContractError` naming the kernel."""
         try:
             return cls(name=name, fn=fn, pre=preconditions_of(fn),
-                       example_fraction=example_fraction_of(fn), faulty=faulty)
+                       example_fraction=example_fraction_of(fn), faulty=faulty,
+                       max_packed_batch=max_packed_batch_of(fn))
         except ContractError as exc:
             raise ContractError(f"kernel {name!r}: {exc}") from exc
 

@@ -22,7 +22,11 @@ kernel catalogue (:mod:`kernels.registry`) lists each as ``mutant-pypto-<bug>``.
 # No "from __future__ import annotations": pypto reads the annotations as objects.
 from dataclasses import dataclass
 
-NEG = -1.0e30  # finite "minus infinity": keeps a fully masked tile free of inf - inf = NaN
+# Finite "minus infinity": keeps a fully masked tile free of inf - inf = NaN. It must lie
+# below every logit the contract allows (|logit| <= 2**120, about 1.3e36, docs/contract.md
+# section 5): at -1e30, a token whose live logits were all below it got no weight at all
+# and returned 0 (found by the suite's extreme value regime).
+NEG = -3.0e38
 
 #: bug name -> what it does
 BUGS = {

@@ -97,6 +97,10 @@ class Worker:
         # Under pyenv `python3` is a chain of bash shims costing ~0.3 s per script; put this
         # interpreter's directory first so they start directly.
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+        from kernels import pypto_toolchain
+
+        if pypto_toolchain.enabled() and pypto_toolchain.install(self.workdir / "bin"):
+            os.environ["PATH"] = str(self.workdir / "bin") + os.pathsep + os.environ["PATH"]
         from kernels import pypto_compat
 
         pypto_compat.apply()

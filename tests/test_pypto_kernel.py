@@ -184,3 +184,17 @@ def test_a_pypto_exception_reaches_the_caller_and_the_next_call_is_clean():
     assert "function nested" not in message
     check(make_inputs(seed=6))  # the next call: fresh worker, right numbers
     assert default_worker().call(("ping",))[0] != pid
+
+
+def test_logits_far_below_zero_still_get_their_softmax():
+    """Every live logit is about -2**119 (inside the contract's domain): the online softmax's
+    finite "minus infinity" must lie below it, or the token gets no weight and returns 0
+    (the kernel's first value, -1e30, did: found by the suite's extreme value regime)."""
+    kw = make_inputs(seed=3)
+    kw["q"][:] = 2.0**60
+    kw["ori_kv"][:] = -(2.0**55)
+    kw["cmp_kv"][:] = -(2.0**55)
+    kw["softmax_scale"] = 1.0
+    kw["attn_sink"] = torch.tensor([-1e30, -3e38])
+    got, want = check(kw)
+    assert want.abs().max() > 1e15 and got.abs().max() > 1e15
