@@ -8,6 +8,9 @@ Reads come from all of them, writes (new failures, shrinks) go to the local one 
 the downloaded artifact is never changed. DIR may be one database (Hypothesis'
 `.hypothesis/examples`), a folder holding `.hypothesis/` or `examples/`, or a folder of
 several downloaded shards' artifacts: every `examples` folder under it is read.
+
+Hypothesis uses no database under a forced `--hypothesis-seed` (nor in a derandomized
+profile: smoke, ci, kill), so replaying takes a random one (dev, nightly).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ def pytest_configure(config):
     path = config.getoption("example_db_from")
     if path:
         databases_under(path)  # a bad path fails before the run starts
+        seed = config.getoption("hypothesis_seed", None)
+        if seed is not None:  # Hypothesis reads and writes no database under a forced seed
+            raise pytest.UsageError(f"--example-db-from: expected no --hypothesis-seed beside it "
+                                    f"(a forced seed turns Hypothesis' example database off), "
+                                    f"got --hypothesis-seed={seed}")
 
 
 @pytest.hookimpl(trylast=True)
