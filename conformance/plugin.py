@@ -29,8 +29,13 @@ ENTRY_POINT = "sparse_attn_conformance"
 #: The suite's package directory: the properties live here.
 SUITE_DIR = Path(__file__).resolve().parent
 #: Hooks registered when the suite is on, by plugin name.
-JOBS = ("conformance.selection", "conformance.reporting", "conformance.replay")
-_SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay", "no_packing")
+JOBS = ("conformance.selection", "conformance.reporting", "conformance.replay",
+        # the pool and shards (issue 13); registered after replay, so that among the
+        # trylast collection hooks a shard is cut before --replay counts the selection
+        "conformance.npu_pool", "conformance.features", "conformance.known_failures",
+        "conformance.sharding", "conformance.example_db")
+_SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
+                  "shard", "example_db_from", "known_failures")
 
 
 def pytest_addoption(parser):
@@ -54,6 +59,31 @@ def pytest_addoption(parser):
                     help="replay one counterexample: hypothesis version and blob of the "
                          "@reproduce_failure line printed with a failure, or that whole line "
                          "(select a single test)")
+    pool = parser.getgroup("sparse-attn-pool", "sparse decode attention conformance: a pool "
+                           "of NPU cards and machines (each option inert unless given)")
+    pool.addoption("--npu-cards", default=None, metavar="IDS",
+                   help="pin each xdist worker to one of these NPU cards, e.g. 0-7 or 0,2,4-5 "
+                        "(env SPARSE_ATTN_NPU_CARDS); worker gwK gets card K // workers-per-card")
+    pool.addoption("--npu-workers-per-card", type=int, default=None, metavar="N",
+                   help="xdist workers sharing one card (env SPARSE_ATTN_NPU_WORKERS_PER_CARD; "
+                        "default 1)")
+    pool.addoption("--npu-run-dir", default=None, metavar="DIR",
+                   help="the run folder holding each worker's pypto output and logs "
+                        "(env SPARSE_ATTN_NPU_RUN_DIR; default a new temp folder)")
+    pool.addoption("--shard", default=None, metavar="I/N",
+                   help="run shard I of N (1-based), balanced by --durations-file")
+    pool.addoption("--durations-file", default=None, metavar="PATH",
+                   help="per-test durations (JSON) that balance --shard; with "
+                        "--save-durations this run's are merged into it")
+    pool.addoption("--save-durations", action="store_true",
+                   help="merge this run's per-test durations into --durations-file "
+                        "(not pytest-split's --store-durations, so both can be installed)")
+    pool.addoption("--example-db-from", default=None, metavar="DIR",
+                   help="also replay the examples saved in DIR (a downloaded example-db "
+                        "artifact, read-only, beside the local database)")
+    pool.addoption("--known-failures", default=None, metavar="TOML",
+                   help="known failures (by kernel and suite version) run as strict xfail "
+                        "(env SPARSE_ATTN_KNOWN_FAILURES)")
 
 
 def pytest_cmdline_main(config):
@@ -98,10 +128,14 @@ def pytest_configure(config):
         return
     import importlib
 
-    from conformance import cores, profiles, reporting
+    from conformance import npu_pool
+
+    npu_pool.pin(config)  # before anything here imports torch (or torch_npu, or pypto)
+    from conformance import cores, features, profiles, reporting
 
     profiles.load(config)
     cores.share_cores(config)
+    features.register(config)
     config.addinivalue_line("markers", "contract_finding: a property about the contract itself, "
                             "reported apart from kernel conformance")
     for name in JOBS:

@@ -15,6 +15,9 @@ _COMMON = dict(deadline=None, print_blob=True)
 
 #: profile -> (max_examples, derandomize, work budget)
 PROFILES = {
+    # the tiers, smallest first: smoke (does it run at all, in minutes even in simulation),
+    # dev (a developer's loop), ci (every pull request), nightly (the hardware pool)
+    "smoke": (5, True, 2**20),
     "dev": (30, False, 2**23),
     "ci": (60, True, 2**24),
     "nightly": (400, False, 2**25),

@@ -90,6 +90,8 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
         if not verify_passes:
             vopts["pass_verify_pass_filter"] = ["no_verify"]  # what set_verify_options([]) sets
         options = {"verify_options": vopts}
+    from kernels.pypto_pool import jit_run_mode  # issue 13: run mode explicit, never guessed
+    options["runtime_options"] = {"run_mode": jit_run_mode()}
     f32, i32, bf16 = pypto.DT_FP32, pypto.DT_INT32, pypto.DT_BF16
 
     @pypto.frontend.jit(**options)

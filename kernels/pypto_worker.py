@@ -24,6 +24,8 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from kernels import pypto_pool  # issue 13
+
 MODE_ENV = "SPARSE_ATTN_PYPTO_MODE"  # sim | npu; default: npu iff CANN and a device
 
 
@@ -90,6 +92,7 @@ class Worker:
         os.chdir(self.workdir)  # pypto writes ./output/... here, never in the checkout
         os.environ["ASCEND_PROCESS_LOG_PATH"] = str(self.workdir / "ascend_log")
         self.mode = run_mode()
+        pypto_pool.settle(self.workdir, self.mode)  # npu pool: own output dir, one card (issue 13)
         if self.mode == "sim":
             os.environ.pop("ASCEND_HOME_PATH", None)  # pypto picks NPU mode when it is set
         # Every simulated call ends in pypto's cost-model report, which runs three plotting

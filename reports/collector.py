@@ -96,6 +96,8 @@ class ReportCollector:
             "kernel_spec": self.kernel_spec,
             "profile": settings.get_current_profile_name(),
             "seed": self.config.getoption("hypothesis_seed", None),
+            # which part of a run split across machines (`--shard=I/N`), None if whole
+            "shard": self.config.getoption("shard", None),
             "derandomize": settings.default.derandomize,
             "versions": versions(),
             "kernels": kernels,

@@ -1,0 +1,53 @@
+"""The pypto worker's side of a pool of NPU cards (`conformance.npu_pool` pins each pytest
+worker to one card through the environment, which the pypto worker inherits), and pypto's
+run mode, passed to `pypto.frontend.jit` explicitly rather than guessed from the
+environment when pypto is imported.
+
+Imports nothing of the suite: a kernel runs without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+VISIBLE = "ASCEND_RT_VISIBLE_DEVICES"
+ENV_CARD = "SPARSE_ATTN_NPU_CARD"  # set by conformance.npu_pool in a pinned process
+
+
+def jit_run_mode():
+    """`pypto.RunMode.NPU` or `.SIM`, as `kernels.pypto_worker.run_mode` decided."""
+    import pypto
+
+    from kernels.pypto_worker import run_mode
+
+    return pypto.RunMode.NPU if run_mode() == "npu" else pypto.RunMode.SIM
+
+
+def visible_cards(npu_count=None) -> int:
+    """How many cards this process sees: torch_npu's count on a card, else the number of
+    ids in `ASCEND_RT_VISIBLE_DEVICES` (simulation: the pool's fake ids)."""
+    if npu_count is not None:
+        return npu_count()
+    return len([c for c in os.environ.get(VISIBLE, "").split(",") if c.strip()])
+
+
+def settle(workdir: Path, mode: str) -> str | None:
+    """In the pypto worker process, before pypto runs: pypto's output folder inside this
+    worker's private `workdir` (its default is named after the second it started, which two
+    workers can share), and, in a pinned process, check that exactly the pinned card is
+    visible. Returns the card, or None outside a pool."""
+    os.environ["TILE_FWK_OUTPUT_DIR"] = str(workdir / "output")
+    card = os.environ.get(ENV_CARD)
+    if card is None:
+        return None
+    if not re.fullmatch(r"\d+", os.environ.get(VISIBLE, "")) or os.environ[VISIBLE] != card:
+        raise RuntimeError(f"pinned to card {card}, but {VISIBLE}={os.environ.get(VISIBLE)!r}")
+    if mode == "npu":
+        import torch_npu
+
+        seen = visible_cards(torch_npu.npu.device_count)
+        if seen != 1:
+            raise RuntimeError(f"pinned to card {card}, but torch_npu sees {seen} cards")
+    return card
