@@ -52,6 +52,10 @@ class Preconditions:
     dims: allowed values per configuration dimension (keys from `DIMS`).
     max_seqused: the largest `seqused_kv` the kernel takes (a bound on context length;
         lengths the model writes never exceed `WIN + IDX_TOPK`).
+    shapes: whole shapes the kernel also takes outside `dims` (each a mapping from some
+        keys of `DIMS` to one value), such as the model's attention shape for a kernel
+        compiled per shape. The general strategies never draw them (one may cost minutes
+        in a simulator); a property that asks for such a shape (`accepts`) gets it.
     note: why, in the kernel author's words; shown in reports.
     """
 
@@ -59,6 +63,7 @@ class Preconditions:
     finite_sinks: bool = False
     dims: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     max_seqused: int | None = None
+    shapes: tuple[Mapping[str, int], ...] = ()
     note: str = ""
 
     def __post_init__(self):
@@ -70,10 +75,27 @@ class Preconditions:
                     f"Preconditions.dims[{key!r}]: expected a non-empty tuple of ints, "
                     f"got {values!r}"
                 )
+        for shape in self.shapes:
+            if not isinstance(shape, Mapping) or not shape or any(
+                    k not in DIMS or not isinstance(v, int) for k, v in shape.items()):
+                raise ContractError(f"Preconditions.shapes: expected mappings from keys among "
+                                    f"{DIMS} to ints, got {shape!r}")
         if self.max_seqused is not None and (
                 not isinstance(self.max_seqused, int) or self.max_seqused < 0):
             raise ContractError(f"Preconditions.max_seqused: expected None or an int >= 0, "
                                 f"got {self.max_seqused!r}")
+
+    def accepts(self, dims: Mapping[str, int]) -> bool:
+        """Whether a configuration fixing `dims` (other dimensions free) meets these
+        preconditions: every value within `dims`, or the values one of `shapes` names taken
+        from it and the rest within `dims`."""
+        def within(keys) -> bool:
+            return all(k not in self.dims or dims[k] in self.dims[k] for k in keys)
+
+        if within(dims):
+            return True
+        return any(all(dims.get(k) == v for k, v in shape.items())
+                   and within(k for k in dims if k not in shape) for shape in self.shapes)
 
     def unexercised(self) -> list[str]:
         """The parts of the contract these preconditions leave out, in words."""

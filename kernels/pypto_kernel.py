@@ -4,17 +4,18 @@
 it to a shape bucket, runs the pypto program (:mod:`kernels.pypto_program`) in the isolated
 worker (:mod:`kernels.pypto_runtime`) and returns ``o`` ``[B, S, H, D]`` fp32 on the CPU.
 
-Shape space (kept small so one compiled program serves many examples; each program costs
-a compile of a few seconds once per worker):
+Shape space (small buckets, so that one compiled program serves many examples):
 
-- fixed by precondition: ``H = 2``, ``D = 16``, ``WIN = 8``, ``BLOCK = 4`` (these change the
-  arithmetic or the meaning of index values, so they cannot be padded); ``S in (1, 2)``;
-  ``IDX_TOPK in (4, 8, 16)``; ``B in (1, 2, 3, 4)``;
-- padded, preserving semantics: ``B`` up to 2 or 4 with extra batches of ``seqused = 0``
-  (no live entry; their outputs are dropped); ``TOPK`` up to a multiple of the key tile
-  ``KT = 8`` with ``-1`` entries (ignored); block tables to 2 / a power of two columns and
-  pools to a power of two blocks (extra columns and blocks are never addressed by a live
-  entry). ``softmax_scale`` is a runtime tensor, not a compile-time constant.
+- drawn from declared values: ``H in (2, 3)``, ``D in (16, 24)``, ``WIN in (8, 12)``,
+  ``BLOCK in (4, 6)`` (these change the arithmetic or the meaning of index values, so they
+  are never padded), ``S in (1, 2)``, ``IDX_TOPK in (4, 8, 16)``, ``B in (1, 2, 3, 4)``; and
+  the model's attention shape (:data:`MODEL_SHAPE`) for the properties that ask for it;
+- padded, preserving semantics: ``B`` to a power of two with extra batches of
+  ``seqused = 0`` (no live entry; their outputs are dropped), up to 16 for calls the suite
+  packs from several cases (``max_packed_batch``); ``TOPK`` up to a multiple of the key tile
+  (:func:`key_tile`) with ``-1`` entries (ignored); block tables and pools to powers of two
+  (extra columns and blocks are never addressed by a live entry). ``softmax_scale`` is a
+  runtime tensor, not a compile-time constant.
 
 Verification: by default only the tensor graph is interpreted (its result is the output);
 pypto's per-compiler-pass checks are skipped, as they cost time and do not change the output.
@@ -33,18 +34,30 @@ import torch
 
 from kernels.contract import Preconditions, validate
 from kernels.pypto_program import BUGS, ProgramDims
-from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, default_worker, describe_verify
+from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker, describe_verify
 
-KT = 8  # key tile of the online softmax
+#: The model's attention shape (contract section 4), taken beside the small buckets; only
+#: the properties that ask for it draw it (about 40 s a call in simulation).
+MODEL_SHAPE = {"H": 64, "D": 512, "WIN": 128, "BLOCK": 128, "IDX_TOPK": 512, "S": 2}
 PRECONDITIONS = Preconditions(
-    dims={"H": (2,), "D": (16,), "WIN": (8,), "BLOCK": (4,), "S": (1, 2),
+    # Non-powers of two on purpose: tile edges inside D, a window that does not fill whole
+    # blocks, a head count that is not a tile multiple.
+    dims={"H": (2, 3), "D": (16, 24), "WIN": (8, 12), "BLOCK": (4, 6), "S": (1, 2),
           "IDX_TOPK": (4, 8, 16), "B": (1, 2, 3, 4)},
-    # block tables are padded to at most 256 columns of BLOCK=4 slots
+    # block tables are padded to at most 256 columns
     max_seqused=1024,
-    note=("pypto 0.2.0 runs here only through its pass-verification interpreter, ~1-2 s per "
-          "call and seconds per compiled shape: dims are pinned to a few small values and "
-          "padded into buckets. No semantic preconditions."),
+    shapes=(MODEL_SHAPE,),
+    note=("pypto 0.2.0 runs here through its tensor-graph interpreter, a few tenths of a "
+          "second per call: dims are drawn from small buckets (and the model's attention "
+          "shape where a property asks for it) and padded. No semantic preconditions."),
 )
+
+
+def key_tile(topk: int) -> int:
+    """Entries per online-softmax step: 8 for the small buckets (several steps per row),
+    64 for model-sized rows (the graph, and so the compile, grows with the step count)."""
+    return 8 if topk <= 128 else 64
+
 
 #: The largest B of a call the suite may pack from several independent calls (a call's
 #: fixed cost in simulation is most of its cost; B is padded to 16 here).
@@ -65,6 +78,7 @@ def plan(inputs) -> tuple[ProgramDims, list[torch.Tensor]]:
     B, S, H, D = inputs.B, inputs.S, inputs.H, inputs.D
     WIN, BLOCK, TOPK = inputs.window_size, inputs.BLOCK, inputs.TOPK
     Bp = 1 if B == 1 else _bucket(max(B, 2), (2, 4, 8, 16, 32, 64))
+    KT = key_tile(TOPK)
     TOPKp = KT * math.ceil(TOPK / KT)
     NW = inputs.ori_block_table.shape[1]
     NWp = _bucket(NW, (2, 4, 8, 16, 32, 64))
@@ -113,6 +127,11 @@ def run(bugs: frozenset, kw: dict, timeout_s: float = DEFAULT_TIMEOUT_S,
     out, report = default_worker().call(
         ("run", dims, frozenset(bugs), arrays, bool(verify_passes)), timeout_s)
     _last_verify = report
+    if verify_passes and report and report.get("first_divergent_pass"):
+        # the lowered program disagrees with its own tensor graph: a compiler bug the NPU
+        # would run, whatever the graph's numbers say
+        raise KernelError("pypto's per-pass verification: a lowered stage diverges from the "
+                          "tensor graph", report)
     B, S = inputs.B, inputs.S
     return out.reshape(dims.B, S, inputs.H, inputs.D)[:B].clone()
 
@@ -134,13 +153,14 @@ def verify_passes(kernel=None, **kw) -> dict | None:
     return _last_verify
 
 
-def _make(bugs: frozenset, name: str, doc: str):
+def _make(bugs: frozenset, name: str, doc: str, passes: bool | None = None):
     def kernel(*, q, ori_kv, ori_block_table, cmp_kv, cmp_block_table, topk_idxs, attn_sink,
                seqused_kv, softmax_scale, window_size) -> torch.Tensor:
         return run(bugs, dict(q=q, ori_kv=ori_kv, ori_block_table=ori_block_table,
                               cmp_kv=cmp_kv, cmp_block_table=cmp_block_table,
                               topk_idxs=topk_idxs, attn_sink=attn_sink, seqused_kv=seqused_kv,
-                              softmax_scale=softmax_scale, window_size=window_size))
+                              softmax_scale=softmax_scale, window_size=window_size),
+                   verify_passes=passes)
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = doc
@@ -153,6 +173,13 @@ def _make(bugs: frozenset, name: str, doc: str):
 
 sparse_attn = _make(frozenset(), "sparse_attn",
                     "The pypto kernel (contract sections 1-3); returns o [B,S,H,D] fp32.")
+
+#: The same kernel with pypto's per-pass verification on every call (catalogue name
+#: ``pypto-passes``): in simulation each lowered stage is compared with the tensor graph
+#: and a divergence fails the call. Seconds a call; the nightly job runs one property on it.
+sparse_attn_verified_passes = _make(
+    frozenset(), "sparse_attn_verified_passes",
+    "The pypto kernel, every compiler pass verified against the tensor graph.", passes=True)
 
 _faulty: dict[str, object] = {}
 

@@ -24,6 +24,7 @@ from kernels.pypto_program import BUGS as PYPTO_BUGS
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
     "pypto": "kernels.pypto_kernel:sparse_attn",
+    "pypto-passes": "kernels.pypto_kernel:sparse_attn_verified_passes",
     "reference": "kernels.reference:sparse_attn",
     "tiled": "kernels.tiled:sparse_attn",
     "positional": "kernels.positional:sparse_attn",

@@ -90,3 +90,16 @@ def test_preconditions_reject_unknown_dims():
         Preconditions(dims={"heads": (2,)})
     with pytest.raises(ContractError, match=r"Preconditions.dims\['H'\]: expected a non-empty"):
         Preconditions(dims={"H": ()})
+
+
+def test_preconditions_accept_declared_whole_shapes_only_whole():
+    from kernels.contract import Preconditions
+
+    pre = Preconditions(dims={"H": (2,), "D": (16,), "B": (1, 2)},
+                        shapes=({"H": 64, "D": 512},))
+    assert pre.accepts({"H": 2, "D": 16, "B": 2})
+    assert pre.accepts({"H": 64, "D": 512, "B": 1})
+    assert not pre.accepts({"H": 64, "D": 16})  # half of a declared shape
+    assert not pre.accepts({"H": 64, "D": 512, "B": 64})  # B outside dims
+    with pytest.raises(ContractError, match="Preconditions.shapes: expected mappings"):
+        Preconditions(shapes=({"X": 1},))

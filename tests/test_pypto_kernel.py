@@ -110,7 +110,9 @@ def test_mutants_are_detectably_wrong():
 def test_preconditions_attached():
     pre = pypto_kernel.sparse_attn.preconditions
     assert not pre.canonical_rows and not pre.finite_sinks
-    assert pre.dims["H"] == (H,) and pre.dims["D"] == (D,)
+    assert H in pre.dims["H"] and D in pre.dims["D"]
+    assert any(v & (v - 1) for v in pre.dims["D"])  # a D that is not a power of two
+    assert pre.accepts(pypto_kernel.MODEL_SHAPE) and not pre.accepts({"H": 64})
 
 
 def test_worker_crash_becomes_exception_and_next_call_works():
@@ -198,3 +200,23 @@ def test_logits_far_below_zero_still_get_their_softmax():
     kw["attn_sink"] = torch.tensor([-1e30, -3e38])
     got, want = check(kw)
     assert want.abs().max() > 1e15 and got.abs().max() > 1e15
+
+
+def test_a_divergent_lowered_stage_fails_the_call_when_passes_are_verified(monkeypatch):
+    """With per-pass verification on, a compiler pass whose result differs from the tensor
+    graph is a failure of the call (the NPU would run the lowered program), not a note."""
+    from kernels.pypto_runtime import KernelError
+
+    kw = make_inputs(seed=1)
+    dims, arrays = pypto_kernel.plan(pypto_kernel.validate(**kw))
+    report = {"produced": True, "first_divergent_pass": "ExpandFunction",
+              "divergent_passes": ["ExpandFunction"], "passed": [], "lines": []}
+
+    class Worker:
+        def call(self, req, timeout_s):
+            return arrays[-1], report
+
+    monkeypatch.setattr(pypto_kernel, "default_worker", lambda: Worker())
+    with pytest.raises(KernelError, match="first divergent pass ExpandFunction"):
+        pypto_kernel.run(frozenset(), kw, verify_passes=True)
+    pypto_kernel.run(frozenset(), kw, verify_passes=False)  # only a note without the checks
