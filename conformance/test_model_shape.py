@@ -1,8 +1,8 @@
 """The model's own attention shape (contract section 4: B=64, S=2, H=64, D=512, WIN=128,
 IDX_TOPK=512, BLOCK=128), with random sinks, rows and lengths: the kernel matches the
 reference. Its examples cost seconds each (tens of seconds on the simulated pypto kernel),
-so it runs in the `ci` profile (one example) and the `nightly` profile (four) only; the
-other properties reach these sizes one at a time. A kernel that takes the attention shape
+so it runs in the `ci` and `nightly` profiles only, four examples; the other properties
+reach these sizes one at a time. A kernel that takes the attention shape
 but not B=64 (`Preconditions.shapes`) gets it with B drawn from its own values."""
 
 import pytest
@@ -27,7 +27,7 @@ def model_shape_for(kernel) -> dict | None:
     return attention if kernel.pre.accepts(attention) else None
 
 
-@settings(max_examples=4 if profiles.current() == "nightly" else 1)
+@settings(max_examples=4)
 @given(data=st.data())
 def test_model_attention_shape_matches_reference(kernel, data):
     if profiles.current() not in PROFILES:

@@ -229,3 +229,26 @@ def test_a_divergent_lowered_stage_fails_the_call_when_passes_are_verified(monke
     with pytest.raises(KernelError, match="first divergent pass ExpandFunction"):
         pypto_kernel.run(frozenset(), kw, verify_passes=True)
     pypto_kernel.run(frozenset(), kw, verify_passes=False)  # only a note without the checks
+
+
+def test_the_model_attention_shape_matches_the_reference():
+    """One call at the model's attention shape (pypto_kernel.MODEL_SHAPE, B=1), random rows
+    and lengths: the key tile of model-sized rows, H and D far past one vec tile (~40 s)."""
+    shape = pypto_kernel.MODEL_SHAPE
+    H_, D_, WIN_, BLOCK_, IDX_, S_ = (shape[k] for k in ("H", "D", "WIN", "BLOCK", "IDX_TOPK", "S"))
+    g = torch.Generator().manual_seed(7)
+    nw, m = WIN_ // BLOCK_, IDX_ // BLOCK_
+    kw = dict(
+        q=torch.randn(1, S_, H_, D_, generator=g).bfloat16(),
+        ori_kv=torch.randn(nw, BLOCK_, D_, generator=g).bfloat16(),
+        ori_block_table=torch.randperm(nw, generator=g).to(torch.int32)[None],
+        cmp_kv=torch.randn(m, BLOCK_, D_, generator=g).bfloat16(),
+        cmp_block_table=torch.randperm(m, generator=g).to(torch.int32)[None],
+        topk_idxs=torch.randint(-1, WIN_ + IDX_, (1, S_, WIN_ + IDX_), generator=g,
+                                dtype=torch.int32),
+        attn_sink=torch.randn(H_, generator=g),
+        seqused_kv=torch.tensor([WIN_ + IDX_ // 2], dtype=torch.int32),
+        softmax_scale=D_ ** -0.5, window_size=WIN_)
+    want = reference.sparse_attn(**kw)
+    got = pypto_kernel.sparse_attn(**kw)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
