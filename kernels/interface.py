@@ -46,8 +46,9 @@ class Kernel(Protocol):
 
     example_fraction: float
     """The share, in (0, 1], of each Hypothesis profile's `max_examples` that every property
-    runs for this kernel (at least 3 examples), for a kernel whose calls are slow (the
-    simulated pypto kernel declares 0.2). The report header names it. Default: 1.0."""
+    runs for this kernel (at least 3 examples), for a kernel whose calls are too slow for
+    the full count even with `max_packed_batch` (the simulated pypto kernel runs the full
+    count). The report header names it. Default: 1.0."""
 
     max_packed_batch: int
     """The largest `B` of a call the suite may assemble from several independent calls
