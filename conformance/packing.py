@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from conformance.views import widen
 from kernels.contract import Inputs
 
 
@@ -69,13 +70,6 @@ def _relabel(table: torch.Tensor, n_blocks: int, offset: int, total: int) -> tor
     return t.to(table.dtype)
 
 
-def _widen(t: torch.Tensor, width: int, fill: int) -> torch.Tensor:
-    if t.shape[-1] == width:
-        return t
-    pad = torch.full((*t.shape[:-1], width - t.shape[-1]), fill, dtype=t.dtype)
-    return torch.cat([t, pad], dim=-1)
-
-
 def pack(parts: list[Inputs]) -> Packed:
     """Concatenate `parts` along `B` into one call (see the module docstring). Raises
     `ValueError` naming the first part that cannot share the call."""
@@ -93,11 +87,12 @@ def pack(parts: list[Inputs]) -> Packed:
     ori_w = max(p.ori_block_table.shape[1] for p in parts)
     cmp_w = max(p.cmp_block_table.shape[1] for p in parts)
     topk = max(p.TOPK for p in parts)
+    total_ori, total_cmp = sum(n_ori), sum(n_cmp)
     ori_t, cmp_t, spans = [], [], []
     o_off = c_off = b_off = 0
     for p, no, nc in zip(parts, n_ori, n_cmp, strict=True):
-        ori_t.append(_widen(_relabel(p.ori_block_table, no, o_off, sum(n_ori)), ori_w, -1))
-        cmp_t.append(_widen(_relabel(p.cmp_block_table, nc, c_off, sum(n_cmp)), cmp_w, -1))
+        ori_t.append(widen(_relabel(p.ori_block_table, no, o_off, total_ori), ori_w, -1))
+        cmp_t.append(widen(_relabel(p.cmp_block_table, nc, c_off, total_cmp), cmp_w, -1))
         spans.append(slice(b_off, b_off + p.B))
         o_off, c_off, b_off = o_off + no, c_off + nc, b_off + p.B
     packed = first.replace(
@@ -106,7 +101,7 @@ def pack(parts: list[Inputs]) -> Packed:
         ori_block_table=torch.cat(ori_t),
         cmp_kv=torch.cat([p.cmp_kv for p in parts]),
         cmp_block_table=torch.cat(cmp_t),
-        topk_idxs=torch.cat([_widen(p.topk_idxs, topk, -1) for p in parts]),
+        topk_idxs=torch.cat([widen(p.topk_idxs, topk, -1) for p in parts]),
         seqused_kv=torch.cat([p.seqused_kv for p in parts]),
     )  # `replace` keeps the first part's layout where it still applies
     return Packed(packed, tuple(spans))

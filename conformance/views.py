@@ -27,10 +27,12 @@ def batch_view(inputs: Inputs, idx: list[int]) -> Inputs:
                           cmp_block_table=inputs.cmp_block_table[idx])
 
 
-def _widen(table: torch.Tensor, cols: int) -> torch.Tensor:
-    """Extra columns point at block 0: in range, and never read (past every live slot)."""
-    pad = torch.zeros(table.shape[0], cols - table.shape[1], dtype=table.dtype)
-    return torch.cat([table, pad], dim=1)
+def widen(t: torch.Tensor, width: int, fill: int) -> torch.Tensor:
+    """`t` with its last dimension widened to `width` by `fill` entries."""
+    if t.shape[-1] == width:
+        return t
+    pad = torch.full((*t.shape[:-1], width - t.shape[-1]), fill, dtype=t.dtype)
+    return torch.cat([t, pad], dim=-1)
 
 
 def mix(a: Inputs, b: Inputs, batch: int, token: int, rows_too: bool) -> Inputs:
@@ -38,7 +40,8 @@ def mix(a: Inputs, b: Inputs, batch: int, token: int, rows_too: bool) -> Inputs:
     `a` and the other tokens' queries (and, if `rows_too`, index rows) from `b`; every other
     batch wholly from `b`. Both calls must share B, S, H, D, WIN, TOPK and BLOCK."""
     cols = max(a.cmp_block_table.shape[1], b.cmp_block_table.shape[1])
-    a_cmp_t, b_cmp_t = _widen(a.cmp_block_table, cols), _widen(b.cmp_block_table, cols)
+    # extra columns point at block 0: in range, and never read (past every live slot)
+    a_cmp_t, b_cmp_t = widen(a.cmp_block_table, cols, 0), widen(b.cmp_block_table, cols, 0)
     n_ori, n_cmp = a.ori_kv.shape[0], a.cmp_kv.shape[0]
     ori_t = b.ori_block_table + n_ori
     cmp_t = b_cmp_t + n_cmp

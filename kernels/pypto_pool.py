@@ -1,7 +1,7 @@
 """The pypto worker's side of a pool of NPU cards (`conformance.npu_pool` pins each pytest
-worker to one card through the environment, which the pypto worker inherits), and pypto's
-run mode, passed to `pypto.frontend.jit` explicitly rather than guessed from the
-environment when pypto is imported.
+worker to one card through the environment, which the pypto worker inherits). pypto's run
+mode is passed to `pypto.frontend.jit` explicitly (`kernels.pypto_program.build_program`),
+rather than guessed from the environment when pypto is imported.
 
 Imports nothing of the suite: a kernel runs without it.
 """
@@ -14,15 +14,6 @@ from pathlib import Path
 
 VISIBLE = "ASCEND_RT_VISIBLE_DEVICES"
 ENV_CARD = "SPARSE_ATTN_NPU_CARD"  # set by conformance.npu_pool in a pinned process
-
-
-def jit_run_mode():
-    """`pypto.RunMode.NPU` or `.SIM`, as `kernels.pypto_worker.run_mode` decided."""
-    import pypto
-
-    from kernels.pypto_worker import run_mode
-
-    return pypto.RunMode.NPU if run_mode() == "npu" else pypto.RunMode.SIM
 
 
 def visible_cards(npu_count=None) -> int:

@@ -55,14 +55,16 @@ class ProgramDims:
     KT: int  # key tile (entries per online-softmax step)
 
 
-def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool = True,
+def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), mode: str = "sim",
                   verify_passes: bool = False):
     """Return a ``pypto.frontend.jit`` kernel for ``dims`` with the named ``bugs``.
 
-    ``verify`` turns on pypto's pass verification, which the simulation needs: without it
-    the CPU run leaves the output untouched. ``verify_passes`` additionally checks every
-    compiler pass against the tensor-graph result (pypto's default filter), which costs time
-    and does not change the output; off, pypto's ``["no_verify"]`` filter skips those checks.
+    ``mode`` (``"sim"`` or ``"npu"``, as :func:`kernels.pypto_worker.run_mode` decided) is
+    passed to pypto explicitly. In simulation pypto's pass verification is on, which the
+    simulation needs: without it the CPU run leaves the output untouched. ``verify_passes``
+    additionally checks every compiler pass against the tensor-graph result (pypto's default
+    filter), which costs time and does not change the output; off, pypto's ``["no_verify"]``
+    filter skips those checks.
 
     Kernel arguments (all CPU torch tensors, last one written):
     q [T,H,D] bf16, ori_kv [NO*BLOCK,D] bf16, ori_bt [B,NW] i32, cmp_kv [NC*BLOCK,D] bf16,
@@ -84,14 +86,13 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), verify: bool
     step_offset = float(S) if "missing-plus-one" in bugs else float(S - 1)
     sink_in_denominator = "sink-dropped" not in bugs
     window_inclusive = "window-inclusive" in bugs
-    options = {}
-    if verify:
+    options = {"runtime_options": {
+        "run_mode": pypto.RunMode.SIM if mode == "sim" else pypto.RunMode.NPU}}
+    if mode == "sim":
         vopts = {"enable_pass_verify": True}
         if not verify_passes:
             vopts["pass_verify_pass_filter"] = ["no_verify"]  # what set_verify_options([]) sets
-        options = {"verify_options": vopts}
-    from kernels.pypto_pool import jit_run_mode  # issue 13: run mode explicit, never guessed
-    options["runtime_options"] = {"run_mode": jit_run_mode()}
+        options["verify_options"] = vopts
     f32, i32, bf16 = pypto.DT_FP32, pypto.DT_INT32, pypto.DT_BF16
 
     @pypto.frontend.jit(**options)

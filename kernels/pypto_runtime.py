@@ -87,8 +87,8 @@ _FUNC = re.compile(r"^func:\s*(\S+)", re.M)
 def pypto_error_summary(traceback_text: str) -> str:
     """The failure message for an exception raised in the worker: the exception and pypto's
     own last line first, then the op, the kernel program's line and pypto's function where
-    it happened when pypto's message names them, then pypto's whole message and the
-    worker's traceback."""
+    it happened when pypto's message names them, then the worker's traceback (which ends
+    with pypto's whole message)."""
     lines = traceback_text.rstrip().splitlines()
     start = max((i for i, ln in enumerate(lines) if _EXC_LINE.match(ln)), default=None)
     if start is None:
@@ -105,7 +105,7 @@ def pypto_error_summary(traceback_text: str) -> str:
     if func := _FUNC.search(block):
         where.append(f"in pypto function {func.group(1)}")
     parts = [head] + (["  " + " ".join(where)] if where else [])
-    parts += [f"pypto's message:\n{block}", f"worker traceback:\n{traceback_text.rstrip()}"]
+    parts.append(f"worker traceback:\n{traceback_text.rstrip()}")
     return "\n".join(parts)
 
 

@@ -35,12 +35,15 @@ for a in "$@"; do
   prev="$a"
 done
 [ -n "$out" ] && [ -n "$src" ] || exec "$real" "$@"
-strip() { sed -e '/^[[:space:]]*\/\/.*$/d' -e '/^[[:space:]]*\/\*.*\*\/[[:space:]]*$/d' \
-              -e '/^[[:space:]]*\.file[[:space:]]/d' "$@"; }
-key=$( { printf '%s\n' "$args"; strip "$src"
-         for h in "$(dirname "$src")"/*.h; do
-           [ -f "$h" ] && { printf '%s\n' "${h##*/}"; strip "$h"; }
-         done; } | sha256sum | cut -c1-40 )
+shopt -s nullglob
+case "$src" in */*) dir="${src%/*}" ;; *) dir=. ;; esac
+# one awk over the source and its headers (header names included), one hash: this runs on
+# every simulated call, so it spawns as few processes as it can
+key=$( { printf '%s\n' "$args"
+         awk -v src="$src" 'FNR == 1 && FILENAME != src { n = FILENAME; sub(/.*\//, "", n); print n }
+              !/^[[:space:]]*\/\// && !/^[[:space:]]*\/\*.*\*\/[[:space:]]*$/ &&
+              !/^[[:space:]]*\.file[[:space:]]/' "$src" "$dir"/*.h; } | sha256sum )
+key=${key:0:40}
 if [ -f "$cache/$key" ] && cp "$cache/$key" "$out" 2>/dev/null; then exit 0; fi
 "$real" "$@" || exit $?
 mkdir -p "$cache" && tmp=$(mktemp "$cache/.tmp.XXXXXX") && cp "$out" "$tmp" && mv -f "$tmp" "$cache/$key"

@@ -95,11 +95,6 @@ class Worker:
         pypto_pool.settle(self.workdir, self.mode)  # npu pool: own output dir, one card (issue 13)
         if self.mode == "sim":
             os.environ.pop("ASCEND_HOME_PATH", None)  # pypto picks NPU mode when it is set
-        # Every simulated call ends in pypto's cost-model report, which runs three plotting
-        # scripts as `python3 SCRIPT` through sh (they fail without matplotlib, harmlessly).
-        # Under pyenv `python3` is a chain of bash shims costing ~0.3 s per script; put this
-        # interpreter's directory first so they start directly.
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
         from kernels import pypto_toolchain
 
         if pypto_toolchain.enabled() and pypto_toolchain.install(self.workdir / "bin"):
@@ -122,7 +117,7 @@ class Worker:
 
                 ensure_calculator()
                 self.calculator_ready = True
-            self.programs[key] = build_program(dims, frozenset(bugs), verify=self.mode == "sim",
+            self.programs[key] = build_program(dims, frozenset(bugs), mode=self.mode,
                                                verify_passes=verify_passes)
         return self.programs[key]
 
