@@ -21,6 +21,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.database import (
     DirectoryBasedExampleDatabase,
+    InMemoryExampleDatabase,
     MultiplexedDatabase,
     ReadOnlyDatabase,
 )
@@ -39,7 +40,12 @@ def databases_under(path: str) -> list[Path]:
 
 
 def multiplexed(local, path: str) -> MultiplexedDatabase:
-    """The local database, writable, beside every database under `path`, read-only."""
+    """The local database, writable, beside every database under `path`, read-only.
+
+    A profile that keeps no database (`database=None`, e.g. a user's own) still replays what
+    was asked for; what it would have saved goes to memory and is dropped with the process."""
+    if local is None:
+        local = InMemoryExampleDatabase()
     return MultiplexedDatabase(local, *(ReadOnlyDatabase(DirectoryBasedExampleDatabase(str(p)))
                                         for p in databases_under(path)))
 
@@ -73,4 +79,6 @@ def pytest_report_header(config):
     path = config.getoption("example_db_from")
     if not path:
         return []
-    return [f"example database: local, plus read-only {', '.join(map(str, databases_under(path)))}"]
+    local = "local" if settings.default.database is not None else "in memory (the profile keeps none)"
+    return [f"example database: {local}, plus read-only "
+            f"{', '.join(map(str, databases_under(path)))}"]

@@ -26,8 +26,13 @@ PROFILES = {
 }
 DEFAULT_PROFILE = "dev"
 
+#: Hypothesis' own defaults. Not `settings.default`: that is whatever profile is loaded, and
+#: Hypothesis loads its built-in "ci" profile (no example database) when the environment
+#: looks like CI (`CI`, `GITHUB_ACTIONS`, ...), so the nightly would save no failures.
+_BASE = settings.get_profile("default")
+
 for _name, (_n, _derandomize, _budget) in PROFILES.items():
-    settings.register_profile(_name, max_examples=_n, derandomize=_derandomize, **_COMMON)
+    settings.register_profile(_name, _BASE, max_examples=_n, derandomize=_derandomize, **_COMMON)
 
 
 def current() -> str:
