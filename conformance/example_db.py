@@ -61,6 +61,14 @@ def pytest_configure(config):
                                     f"got --hypothesis-seed={seed}")
 
 
+#: the loaded profile's own database, in words, as it was before it was multiplexed
+_LOCAL = pytest.StashKey[str]()
+
+
+def _local_words(local) -> str:
+    return "local" if local is not None else "in memory (the profile keeps none)"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session):
     """After every pytest_configure (Hypothesis' own loads `--hypothesis-profile` there) and
@@ -71,6 +79,7 @@ def pytest_sessionstart(session):
         return
     name = settings.get_current_profile_name()
     profile = settings.get_profile(name)
+    session.config.stash[_LOCAL] = _local_words(profile.database)
     settings.register_profile(name, settings(profile, database=multiplexed(profile.database, path)))
     settings.load_profile(name)
 
@@ -79,6 +88,7 @@ def pytest_report_header(config):
     path = config.getoption("example_db_from")
     if not path:
         return []
-    local = "local" if settings.default.database is not None else "in memory (the profile keeps none)"
+    # pytest prints the header after pytest_sessionstart has multiplexed the loaded profile
+    local = config.stash.get(_LOCAL, None) or _local_words(settings.default.database)
     return [f"example database: {local}, plus read-only "
             f"{', '.join(map(str, databases_under(path)))}"]

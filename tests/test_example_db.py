@@ -85,3 +85,11 @@ def test_a_profile_without_a_database_still_replays(tmp_path):
     db.save(b"k", b"v")  # goes to memory, not to the read-only download
     assert list(db.fetch(b"k")) == [b"v"]
     assert not any((tmp_path / "examples").iterdir())
+    # and the run's header says so
+    (tmp_path / "nodb_profile.py").write_text(
+        "from hypothesis import settings\nsettings.register_profile('nodb', database=None, deadline=None)\n")
+    res = run_pytest(TEST, "--kernel=reference", "-p", "no:xdist", "-p", "nodb_profile",
+                     "--hypothesis-profile=nodb", f"--example-db-from={tmp_path}",
+                     extra_path=tmp_path, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "example database: in memory (the profile keeps none), plus read-only" in res.stdout
