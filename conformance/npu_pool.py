@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from kernels.pypto_pool import ENV_CARD, VISIBLE, pinned_card
+
 ENV_CARDS = "SPARSE_ATTN_NPU_CARDS"
 ENV_PER_CARD = "SPARSE_ATTN_NPU_WORKERS_PER_CARD"
 ENV_RUN_DIR = "SPARSE_ATTN_NPU_RUN_DIR"
-#: set in a pinned process: the card it was given, and its own folder
-ENV_CARD = "SPARSE_ATTN_NPU_CARD"
+#: set in a pinned process: its own folder (and the card it was given, `ENV_CARD`)
 ENV_WORKER_DIR = "SPARSE_ATTN_NPU_WORKER_DIR"
-VISIBLE = "ASCEND_RT_VISIBLE_DEVICES"
 #: pypto's output folder (by default named after the second it started: workers collide)
 OUTPUT_DIR = "TILE_FWK_OUTPUT_DIR"
 LOG_DIR = "ASCEND_PROCESS_LOG_PATH"
@@ -144,18 +144,8 @@ def pin(config) -> dict | None:
     os.environ.update(env)
     # the pypto worker's scratch dir and log are temp files: keep them in this worker's folder
     tempfile.tempdir = env["TMPDIR"]
-    assert_one_card()
+    pinned_card()  # by the environment; on a card the pypto worker also asks torch_npu
     return env
-
-
-def assert_one_card() -> int:
-    """The one card this pinned process sees (by its environment; on a card, the pypto
-    worker also asks torch_npu, see `kernels.pypto_pool`)."""
-    visible = os.environ.get(VISIBLE, "")
-    if not re.fullmatch(r"\d+", visible) or visible != os.environ.get(ENV_CARD):
-        raise RuntimeError(f"expected exactly one visible card ({os.environ.get(ENV_CARD)}), "
-                           f"got {VISIBLE}={visible!r}")
-    return int(visible)
 
 
 def header(config) -> str | None:

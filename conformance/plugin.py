@@ -30,7 +30,7 @@ ENTRY_POINT = "sparse_attn_conformance"
 SUITE_DIR = Path(__file__).resolve().parent
 #: Hooks registered when the suite is on, by plugin name.
 JOBS = ("conformance.selection", "conformance.reporting", "conformance.replay",
-        # the pool and shards (issue 13); registered after replay, so that among the
+        # the pool and shards: registered after replay, so that among the
         # trylast collection hooks a shard is cut before --replay counts the selection
         "conformance.npu_pool", "conformance.features", "conformance.known_failures",
         "conformance.sharding", "conformance.example_db")

@@ -24,17 +24,27 @@ def visible_cards(npu_count=None) -> int:
     return len([c for c in os.environ.get(VISIBLE, "").split(",") if c.strip()])
 
 
+def pinned_card() -> str | None:
+    """The card this process was pinned to (`conformance.npu_pool` sets both variables),
+    checked to be the one card CANN will see; None outside a pool."""
+    card = os.environ.get(ENV_CARD)
+    if card is None:
+        return None
+    visible = os.environ.get(VISIBLE, "")
+    if not re.fullmatch(r"\d+", visible) or visible != card:
+        raise RuntimeError(f"pinned to card {card}, but {VISIBLE}={visible!r}")
+    return card
+
+
 def settle(workdir: Path, mode: str) -> str | None:
     """In the pypto worker process, before pypto runs: pypto's output folder inside this
     worker's private `workdir` (its default is named after the second it started, which two
     workers can share), and, in a pinned process, check that exactly the pinned card is
     visible. Returns the card, or None outside a pool."""
     os.environ["TILE_FWK_OUTPUT_DIR"] = str(workdir / "output")
-    card = os.environ.get(ENV_CARD)
+    card = pinned_card()
     if card is None:
         return None
-    if not re.fullmatch(r"\d+", os.environ.get(VISIBLE, "")) or os.environ[VISIBLE] != card:
-        raise RuntimeError(f"pinned to card {card}, but {VISIBLE}={os.environ.get(VISIBLE)!r}")
     if mode == "npu":
         import torch_npu
 

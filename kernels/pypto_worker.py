@@ -24,7 +24,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from kernels import pypto_pool  # issue 13
+from kernels import pypto_pool
 
 MODE_ENV = "SPARSE_ATTN_PYPTO_MODE"  # sim | npu; default: npu iff CANN and a device
 
@@ -92,7 +92,7 @@ class Worker:
         os.chdir(self.workdir)  # pypto writes ./output/... here, never in the checkout
         os.environ["ASCEND_PROCESS_LOG_PATH"] = str(self.workdir / "ascend_log")
         self.mode = run_mode()
-        pypto_pool.settle(self.workdir, self.mode)  # npu pool: own output dir, one card (issue 13)
+        pypto_pool.settle(self.workdir, self.mode)  # own output dir; in an NPU pool, one card
         if self.mode == "sim":
             os.environ.pop("ASCEND_HOME_PATH", None)  # pypto picks NPU mode when it is set
         from kernels import pypto_toolchain
