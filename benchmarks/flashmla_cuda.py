@@ -31,10 +31,10 @@ import time
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from conformance.compare import compare, golden, tolerance
+from attention.compare import compare, golden, tolerance
 from conformance.profiles import PROFILES
 from kernels import flashmla, tiled
-from kernels.contract import Inputs, validate
+from contracts.v1 import Inputs, validate
 from strategies.cases import cases
 
 MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}

@@ -16,7 +16,7 @@ import time
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from conformance.compare import compare, golden, tolerance
+from attention.compare import compare, golden, tolerance
 from kernels import reference, tiled
 from strategies.cases import cases
 

@@ -9,8 +9,9 @@ from hypothesis import target
 from hypothesis.errors import HypothesisException
 
 from conformance import packing, recorder
-from conformance.compare import compare, golden, tolerance
-from kernels.contract import Inputs, validate, validate_output
+from attention.compare import compare, golden, tolerance
+import contracts
+from contracts.v1 import Inputs
 from kernels.interface import KernelUnderTest
 
 
@@ -32,7 +33,8 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
     output as CPU fp32. Anything the kernel raises becomes a `KernelFailure` that names the
     kernel and keeps whatever diagnostics the exception carries."""
     kw = inputs.kwargs() if args is None else args
-    validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
+    front = contracts.of(inputs)
+    front.validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
     _last_args[kernel.name] = kw
     try:
         out = kernel.fn(**kw)
@@ -40,7 +42,7 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
         raise KernelFailure(
             f"kernel {kernel.name!r} raised {type(exc).__name__}: {exc}") from exc
     try:
-        return validate_output(out, inputs)
+        return front.validate_output(out, inputs)
     except ValueError as exc:
         raise KernelFailure(f"kernel {kernel.name!r}: {exc}") from exc
 
@@ -71,11 +73,12 @@ def call_many(kernel: KernelUnderTest, parts: list[Inputs]) -> list[torch.Tensor
 def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel output",
                    expected: torch.Tensor | None = None, against: str = "the reference") -> None:
     """Assert `actual` matches `expected`, by default the contract's output for `inputs`
-    (the reference), within the tolerance of conformance/compare.py, and record the margin."""
-    reference = golden(inputs)
+    (the reference), within the tolerance of attention/compare.py, and record the margin."""
+    att = inputs.attended()
+    reference = golden(att)
     if expected is None:
         expected = reference
-    result = compare(actual, expected, tolerance(inputs, reference), what, against)
+    result = compare(actual, expected, tolerance(att, reference), what, against, att.row_dims)
     global _example_worst
     _example_worst = max(_example_worst, result.worst_ratio)
     if not result.ok:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from conformance.views import widen
-from kernels.contract import Inputs
+from contracts.v1 import Inputs
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import Inputs, derived_lengths, live_mask
+from contracts.v1 import Inputs, derived_lengths, live_mask
 
 #: Values an unread row is filled with, cycled: each breaks a different leak.
 POISON = (float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38)

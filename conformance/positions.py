@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from conformance.poison import mark_rows
-from kernels.contract import Inputs
+from contracts.v1 import Inputs
 
 
 def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):

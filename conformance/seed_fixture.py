@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import Inputs, Preconditions
+from contracts.v1 import Inputs, Preconditions
 from strategies.config import dim_values
 
 #: The seed's values, used wherever the kernel's preconditions allow them.

@@ -19,7 +19,7 @@ from hypothesis import settings
 from conformance import hypothesis_hooks, profiles
 from conformance.recorder import TEST_KEY
 from kernels import registry
-from kernels.contract import ContractError
+from contracts.v1 import ContractError
 from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"

@@ -1,5 +1,5 @@
 """Property 1: the kernel matches the torch reference within the documented tolerance
-(conformance/compare.py), on model rows and adversarial ones."""
+(attention/compare.py), on model rows and adversarial ones."""
 
 from hypothesis import given
 from hypothesis import strategies as st

@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call, example, expect_matches
-from kernels.contract import live_mask
-from kernels.reference import gather_rows
 
 
 @given(data=st.data())
@@ -24,12 +22,12 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
     case = draw_case(data, kernel)
     with example(case, kernel):
         i = case.inputs.replace(attn_sink=torch.full((case.config.H,), float("-inf")))
-        rows, live = gather_rows(i)
-        k = rows.double()
-        z = i.softmax_scale * torch.einsum("bshd,bstd->bsht", i.q.double(), k)
-        z = torch.where(live[:, :, None, :], z, float("-inf"))
+        att = i.attended()
+        k = att.rows.double()
+        z = i.softmax_scale * torch.einsum("...hd,...td->...ht", i.q.double(), k)
+        z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
         p = torch.softmax(z, dim=-1).nan_to_num(0.0)  # an empty token: all -inf -> 0
-        plain = torch.einsum("bsht,bstd->bshd", p, k)
+        plain = torch.einsum("...ht,...td->...hd", p, k)
         expect_matches(call(kernel, i), i, expected=plain, against="the plain softmax")
 
 
@@ -38,10 +36,10 @@ def test_zero_query_closed_form(kernel, data):
     case = draw_case(data, kernel)
     with example(case, kernel):
         i = case.inputs.replace(q=torch.zeros_like(case.inputs.q))
-        rows, live = gather_rows(i)
-        n = live.sum(dim=-1).double()[:, :, None, None]
-        total = rows.double().sum(dim=2)[:, :, None, :]
-        sink = i.attn_sink.double()[None, None, :, None]
+        att = i.attended()
+        n = att.live.sum(dim=-1).double()[..., None, None]
+        total = att.rows.double().sum(dim=-2)[..., None, :]
+        sink = i.attn_sink.double()[:, None]
         closed = torch.where(n > 0, total / (n + torch.exp(sink)), 0.0)
         expect_matches(call(kernel, i), i, expected=closed, against="the closed form for q = 0")
 
@@ -50,7 +48,7 @@ def test_zero_query_closed_form(kernel, data):
 def test_empty_tokens_return_exact_zero(kernel, data):
     case = draw_case(data, kernel, empty_token=True)
     i = case.inputs
-    empty = ~live_mask(i.topk_idxs, i.seqused_kv, i.window_size).any(dim=-1)
+    empty = ~i.attended().live.any(dim=-1)
     assert bool(empty.any()), "the strategy was asked for an empty token"
     with example(case, kernel):
         out = call(kernel, i)

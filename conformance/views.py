@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import Inputs, derived_lengths
+from contracts.v1 import Inputs, derived_lengths
 
 
 def one_token_call(inputs: Inputs, s: int) -> Inputs:

@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.contract import Inputs, Preconditions, live_mask, validate
+from contracts.v1 import Inputs, Preconditions, live_mask, validate
 
 #: The module the wheel `sgl-flash-mla` installs.
 MODULE = "flash_mla"

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from kernels.contract import ContractError, Preconditions
+from contracts.v1 import ContractError, Preconditions
 
 
 class Kernel(Protocol):
@@ -79,7 +79,7 @@ def preconditions_of(kernel) -> Preconditions:
         return Preconditions()
     if not isinstance(pre, Preconditions):
         raise ContractError(
-            f"kernel.preconditions: expected a kernels.contract.Preconditions, got {type(pre)!r}")
+            f"kernel.preconditions: expected a contracts.v1.Preconditions, got {type(pre)!r}")
     return pre
 
 

@@ -265,7 +265,7 @@ class SanitisesIndicesInPlace(TiledKernel):
 
     def __call__(self, **kw):
         out = super().__call__(**kw)
-        from kernels.contract import live_mask
+        from contracts.v1 import live_mask
         live = live_mask(kw["topk_idxs"], kw["seqused_kv"], kw["window_size"])
         kw["topk_idxs"].masked_fill_(~live, -1)
         return out

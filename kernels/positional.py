@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import Preconditions, derived_lengths, validate
+from contracts.v1 import Preconditions, derived_lengths, validate
 
 
 def sparse_attn(**kw) -> torch.Tensor:

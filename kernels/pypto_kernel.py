@@ -1,6 +1,6 @@
 """Public entry point of the pypto sparse decode attention kernel, and its faulty variants.
 
-``sparse_attn(**contract_kwargs)`` validates the call (``kernels.contract.validate``), pads
+``sparse_attn(**contract_kwargs)`` validates the call (``contracts.v1.validate``), pads
 it to a shape bucket, runs the pypto program (:mod:`kernels.pypto_program`) in the isolated
 worker (:mod:`kernels.pypto_runtime`) and returns ``o`` ``[B, S, H, D]`` fp32 on the CPU.
 
@@ -32,7 +32,7 @@ import os
 
 import torch
 
-from kernels.contract import Preconditions, validate
+from contracts.v1 import Preconditions, validate
 from kernels.pypto_program import BUGS, ProgramDims
 from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker, describe_verify
 

@@ -138,7 +138,7 @@ _loaded: dict[str, KernelUnderTest] = {}
 def kernel_under_test(name: str) -> KernelUnderTest:
     """The kernel `name` (built-in or `module:callable`), loaded and its declarations read
     once per process. Raises `LookupError` for a name that loads nothing and
-    `kernels.contract.ContractError` for a malformed declaration."""
+    `contracts.v1.ContractError` for a malformed declaration."""
     if name not in _loaded:
         _loaded[name] = KernelUnderTest.of(name, load(name), faulty=is_faulty(name))
     return _loaded[name]

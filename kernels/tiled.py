@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import Inputs, validate
+from contracts.v1 import Inputs, validate
 
 NEG_INF = float("-inf")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.contract import derived_lengths, live_mask
+from contracts.v1 import derived_lengths, live_mask
 
 #: Beyond the seed's own config (contract section 4): B=64, S=2, H=64, D=512, WIN=128,
 #: IDX_TOPK=512, BLOCK=128. A dimension above these is "large".

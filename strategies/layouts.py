@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import torch
 from hypothesis import strategies as st
 
-from kernels.contract import ARGUMENTS, Inputs
+from contracts.v1 import ARGUMENTS, Inputs
 from kernels.layout import KINDS, applicable_kinds
 
 #: Out of the first choice's 8 values: 0-3 all contiguous, 4-6 one argument, 7 several.

@@ -8,7 +8,7 @@ import pytest
 
 from conformance.killrate import DEFAULT_KERNELS
 from kernels import registry
-from kernels.contract import ContractError, Preconditions
+from contracts.v1 import ContractError, Preconditions
 from kernels.interface import KernelUnderTest
 from kernels.mutants import MUTANTS
 from kernels.pypto_program import BUGS

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.contract import ContractError, Preconditions, derived_lengths, live_mask, validate
+from contracts.v1 import ContractError, Preconditions, derived_lengths, live_mask, validate
 
 
 def valid_kwargs(B=2, S=2, H=2, D=8, WIN=4, IDX_TOPK=2, BLOCK=2):
@@ -93,7 +93,7 @@ def test_preconditions_reject_unknown_dims():
 
 
 def test_preconditions_accept_declared_whole_shapes_only_whole():
-    from kernels.contract import Preconditions
+    from contracts.v1 import Preconditions
 
     pre = Preconditions(dims={"H": (2,), "D": (16,), "B": (1, 2)},
                         shapes=({"H": 64, "D": 512},))

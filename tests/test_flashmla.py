@@ -18,11 +18,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from conformance.compare import compare, golden, tolerance
+from attention.compare import compare, golden, tolerance
 from kernels import flashmla, registry
-from kernels.contract import Inputs, live_mask, validate
+from contracts.v1 import Inputs, live_mask, validate
 from kernels.flashmla import TOPK_ALIGN, flat_rows, translate
-from kernels.reference import gather_rows
+from contracts.v1 import gather_rows
 from strategies.cases import cases
 
 LOG2_E = 1.4426950408889634

@@ -9,8 +9,8 @@ import inspect
 import pytest
 import torch
 
-from conformance.compare import compare, golden, tolerance
-from kernels.contract import validate, validate_output
+from attention.compare import compare, golden, tolerance
+from contracts.v1 import validate, validate_output
 from kernels.mutants import MUTANTS
 from kernels.tiled import TiledKernel
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conformance import harness, packing
 from kernels import reference
-from kernels.contract import Preconditions
+from contracts.v1 import Preconditions
 from kernels.interface import KernelUnderTest
 from strategies.cases import cases
 

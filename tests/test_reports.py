@@ -304,7 +304,7 @@ class _Laid:
 def hand_inputs(scale=-0.5):
     """B=1, S=2, H=4 (off the 16-tile), D=8, WIN=4, TOPK=6, BLOCK=4; seqused_kv 5, token 0
     with no live entry, a garbage id in an unused compressed block-table column."""
-    from kernels.contract import Inputs
+    from contracts.v1 import Inputs
 
     topk = torch.tensor([[[-1] * 6, [0, 1, 2, 3, 4, -1]]], dtype=torch.int32)
     return Inputs(q=torch.ones(1, 2, 4, 8, dtype=torch.bfloat16),

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.contract import Inputs
-from kernels.reference import attend, gather_rows
+from attention.attended import Attended
+from attention.reference import attend
 
 #: Multiple of the same-dtype baseline error a kernel may make.
 K = 3.0
@@ -34,23 +34,30 @@ class Comparison:
     message: str
 
 
-def golden(inputs: Inputs) -> torch.Tensor:
-    """The contract's output in fp64."""
-    return attend(inputs, torch.float64)
+def _attended(what) -> Attended:
+    """`what` itself, or what a convention's `Inputs` attends to."""
+    return what if isinstance(what, Attended) else what.attended()
 
 
-def tolerance(inputs: Inputs, gold: torch.Tensor) -> torch.Tensor:
-    """Per output row `[B, S, H]` tolerance."""
-    base = attend(inputs, torch.float32, prob_dtype=torch.bfloat16).to(torch.bfloat16)
+def golden(inputs) -> torch.Tensor:
+    """The contract's output in fp64, for a convention's `Inputs` (or an `Attended`)."""
+    return attend(_attended(inputs), torch.float64)
+
+
+def tolerance(inputs, gold: torch.Tensor) -> torch.Tensor:
+    """Per output row (`[*tokens, H]`) tolerance."""
+    att = _attended(inputs)
+    base = attend(att, torch.float32, prob_dtype=torch.bfloat16).to(torch.bfloat16)
     err_base = (base.double() - gold).abs().amax(dim=-1)
-    rows, _ = gather_rows(inputs)
-    vmax = rows.double().abs().amax(dim=(-1, -2))[:, :, None]
+    vmax = att.rows.double().abs().amax(dim=(-1, -2))[..., None]
     return K * err_base + FLOOR_REL * vmax + FLOOR_ABS
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
-            what: str = "kernel output", against: str = "the reference") -> Comparison:
-    """Per-row check that `actual` is finite and within `tol` of `expected`."""
+            what: str = "kernel output", against: str = "the reference",
+            dims: tuple[str, ...] = ("b", "s", "h")) -> Comparison:
+    """Per-row check that `actual` is finite and within `tol` of `expected`; `dims` names
+    a row's index in the message (`Attended.row_dims`)."""
     actual, expected = actual.double(), expected.double()
     # a non-finite value on either side (the other side may be the kernel's own output) fails
     finite = torch.isfinite(actual).all(dim=-1) & torch.isfinite(expected).all(dim=-1)
@@ -60,13 +67,15 @@ def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
     worst = float(ratio.max()) if ratio.numel() else 0.0
     if worst <= 1.0:
         return Comparison(True, worst, "")
-    b, s, h = (int(i) for i in torch.nonzero(ratio == ratio.max())[0])
+    at = tuple(int(i) for i in torch.nonzero(ratio == ratio.max())[0])
     bad = int((ratio > 1).sum())
-    msg = (f"{what} differs from {against} in {bad} of {ratio.numel()} (b, s, h) rows; "
-           f"worst at b={b} s={s} h={h}: error {float(err[b, s, h]):.4g} > tolerance "
-           f"{float(tol[b, s, h]):.4g}\n"
-           f"  expected[{b},{s},{h},:8] = {_fmt(expected[b, s, h, :8])}\n"
-           f"  actual  [{b},{s},{h},:8] = {_fmt(actual[b, s, h, :8])}")
+    where = " ".join(f"{n}={i}" for n, i in zip(dims, at, strict=True))
+    idx = ",".join(str(i) for i in at)
+    msg = (f"{what} differs from {against} in {bad} of {ratio.numel()} ({', '.join(dims)}) "
+           f"rows; worst at {where}: error {float(err[at]):.4g} > tolerance "
+           f"{float(tol[at]):.4g}\n"
+           f"  expected[{idx},:8] = {_fmt(expected[at][:8])}\n"
+           f"  actual  [{idx},:8] = {_fmt(actual[at][:8])}")
     return Comparison(False, worst, msg)
 
 

@@ -1,0 +1,83 @@
+"""What every convention's `Inputs` shares: one call's arguments as canonical CPU tensors,
+and how `kwargs()` presents each tensor in memory (`layout`, kinds from `kernels.layout`).
+
+A convention's `Inputs` is a frozen dataclass with this mixin, a class attribute
+`ARGUMENTS` (its keyword arguments, in contract order) and a field `layout`; its
+`__post_init__` calls `_normalise_layout()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import torch
+
+from contracts.errors import ContractError
+
+
+class LaidOut:
+    """Layout checking, `kwargs()` and `replace()` for a convention's `Inputs`."""
+
+    ARGUMENTS: tuple[str, ...] = ()
+
+    def _normalise_layout(self) -> None:
+        from kernels.layout import KINDS, why_not
+
+        layout = self.layout
+        if not isinstance(layout, Mapping):
+            raise ContractError(f"Inputs.layout: expected a mapping from argument name to "
+                                f"layout kind, got {type(layout).__name__}")
+        tensors = self.tensor_arguments()
+        for key, kind in layout.items():
+            if key not in tensors:
+                raise ContractError(f"Inputs.layout: expected keys among the tensor arguments "
+                                    f"{tensors}, got {key!r}")
+            if kind not in KINDS:
+                raise ContractError(f"Inputs.layout[{key!r}]: expected a layout kind among "
+                                    f"{KINDS}, got {kind!r}")
+            reason = why_not(getattr(self, key), kind)
+            if reason is not None:
+                raise ContractError(f"Inputs.layout[{key!r}]: expected a kind that applies to "
+                                    f"{key}, got {kind!r}: {reason}")
+        normal = {a: layout[a] for a in self.ARGUMENTS
+                  if layout.get(a, "contiguous") != "contiguous"}
+        object.__setattr__(self, "layout", normal)
+
+    def tensor_arguments(self) -> tuple[str, ...]:
+        """The names of the arguments that are tensors, in contract order."""
+        return tuple(a for a in self.ARGUMENTS if isinstance(getattr(self, a), torch.Tensor))
+
+    def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
+        p.text(repr(self))
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for a kernel call (exactly `ARGUMENTS`). Tensors are fresh
+        buffers of their own, presented in `layout` (`kernels.layout.present`), so a kernel
+        that writes into an argument changes nothing here."""
+        from kernels.layout import present
+
+        out = {}
+        for name in self.ARGUMENTS:
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                value = present(value, self.layout.get(name, "contiguous"), name=name)
+            out[name] = value
+        return out
+
+    def replace(self, **changes):
+        """A copy with `changes`. Without a new `layout` the layout is kept, except for an
+        entry whose kind no longer applies to its replaced tensor (a new shape, or values no
+        longer constant for ``expanded``): that argument becomes contiguous."""
+        if "layout" not in changes and self.layout:
+            from kernels.layout import why_not
+
+            changes["layout"] = {
+                a: k for a, k in self.layout.items()
+                if a not in changes or not isinstance(changes[a], torch.Tensor)
+                or why_not(changes[a], k) is None}
+        return replace(self, **changes)
+
+    def _laid(self) -> str:
+        laid = "".join(f", {a}: {k}" for a, k in self.layout.items())
+        return f", non-contiguous{laid}" if laid else ""

@@ -1,0 +1,267 @@
+"""Calling convention v2 (what upstream kernels take today: hw-native-sys/pypto-lib
+`models/deepseek_v4_pro/decode_sparse_attn.py` at 634e77bd, FlashMLA's sparse kernels,
+vLLM's): per token, physical window rows, and compressed slot ids cut by the token's
+position and the compress ratio (docs/contract.md sections 8-11). Its validator, and its
+front end onto the shared reference: what each token attends to (`Inputs.attended`).
+
+Token `t` of a call belongs to batch `b = t // S`. Window lane `k` of token `t` is live iff
+`window_swa_indices[t, k] >= 0`, and reads flat row `w` of `ori_kv` (`ori_kv[w // BLOCK,
+w % BLOCK]`); compressed lane `j < IDX_TOPK` is live iff `0 <= c < cmp_bound[t]` with
+`c = idx_topk[t, j]` and `cmp_bound[t] = (position_ids[t] + 1) // compress_ratio` (no cut
+when `compress_ratio` is None), and reads row `c % BLOCK` of block
+`cmp_block_table[b, c // BLOCK]`. Everything else is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from attention.attended import Attended
+from contracts.errors import ContractError, expect, python_int, tensor
+from contracts.inputs import LaidOut
+from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
+
+#: The keyword arguments of a kernel call, in contract order (section 8).
+ARGUMENTS = (
+    "q",
+    "ori_kv",
+    "window_swa_indices",
+    "cmp_kv",
+    "cmp_block_table",
+    "idx_topk",
+    "position_ids",
+    "attn_sink",
+    "softmax_scale",
+    "seq_per_batch",
+    "index_topk",
+    "compress_ratio",
+)
+
+#: The largest value an int32 argument holds; positions and slot ids may reach it.
+INT32_MAX = 2**31 - 1
+
+__all__ = ["ARGUMENTS", "DIMS", "DOMAIN_LIMIT_LOG2", "INT32_MAX", "ContractError", "Inputs",
+           "Preconditions", "cmp_bound", "gather_rows", "live_lanes", "validate",
+           "validate_output"]
+
+
+@dataclass(frozen=True)
+class Inputs(LaidOut):
+    """One v2 kernel call's arguments (contract section 8). Tensors are CPU tensors; `layout`
+    as in v1 (`contracts.inputs.LaidOut`)."""
+
+    q: torch.Tensor
+    ori_kv: torch.Tensor
+    window_swa_indices: torch.Tensor
+    cmp_kv: torch.Tensor
+    cmp_block_table: torch.Tensor
+    idx_topk: torch.Tensor
+    position_ids: torch.Tensor
+    attn_sink: torch.Tensor
+    softmax_scale: float
+    seq_per_batch: int
+    index_topk: int
+    compress_ratio: int | None
+    layout: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    CONVENTION: ClassVar[str] = "v2"
+    ARGUMENTS: ClassVar[tuple[str, ...]] = ARGUMENTS
+
+    def __post_init__(self):
+        self._normalise_layout()
+
+    def __repr__(self) -> str:
+        return (f"InputsV2(T={self.T}, B={self.B}, S={self.S}, H={self.H}, D={self.D}, "
+                f"WIN={self.WIN}, IDX_TOPK={self.IDX_TOPK}, L={self.L}, BLOCK={self.BLOCK}, "
+                f"r={self.compress_ratio}{self._laid()})")
+
+    def attended(self) -> Attended:
+        """What each token attends to (`attention.Attended`), for the shared reference."""
+        rows, live = gather_rows(self)
+        return Attended(q=self.q, rows=rows, live=live, attn_sink=self.attn_sink,
+                        softmax_scale=self.softmax_scale, token_dims=("t",))
+
+    @property
+    def T(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def S(self) -> int:
+        return self.seq_per_batch
+
+    @property
+    def B(self) -> int:
+        return self.T // self.seq_per_batch
+
+    @property
+    def H(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def D(self) -> int:
+        return self.q.shape[2]
+
+    @property
+    def BLOCK(self) -> int:
+        return self.ori_kv.shape[1]
+
+    @property
+    def WIN(self) -> int:
+        return self.window_swa_indices.shape[1]
+
+    @property
+    def IDX_TOPK(self) -> int:
+        return self.index_topk
+
+    @property
+    def L(self) -> int:
+        """Columns of `idx_topk` (`>= IDX_TOPK`; the rest are never read)."""
+        return self.idx_topk.shape[1]
+
+    @property
+    def batch_of_token(self) -> torch.Tensor:
+        """`[T]` int64: `b = t // S`."""
+        return torch.arange(self.T, dtype=torch.int64) // self.seq_per_batch
+
+
+def cmp_bound(position_ids: torch.Tensor, compress_ratio: int | None) -> torch.Tensor:
+    """`[T]` int64: how many compressed entries exist after each token's position,
+    `floor((pos + 1) / r)` (section 9), computed in int64 so that a position at the edge of
+    int32 does not overflow. Without a ratio (the caller pre-cut the lists) every slot id
+    passes: the bound is past any int32."""
+    pos = position_ids.reshape(-1).to(torch.int64)
+    if compress_ratio is None:
+        return torch.full_like(pos, 2**40)
+    return torch.div(pos + 1, compress_ratio, rounding_mode="floor")
+
+
+def live_lanes(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean `[T, WIN]` and `[T, IDX_TOPK]`: the live window and compressed lanes."""
+    w = inputs.window_swa_indices.to(torch.int64)
+    c = inputs.idx_topk[:, :inputs.index_topk].to(torch.int64)
+    bound = cmp_bound(inputs.position_ids, inputs.compress_ratio)
+    return w >= 0, (c >= 0) & (c < bound[:, None])
+
+
+def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of every lane, `[T, WIN + IDX_TOPK, D]` bf16 (window lanes first), and the live
+    mask `[T, WIN + IDX_TOPK]`. An ignored lane gets a zero row; its own address is never
+    dereferenced (it reads through a safe address, then `where` discards it)."""
+    block = inputs.BLOCK
+    live_w, live_c = live_lanes(inputs)
+    w = torch.where(live_w, inputs.window_swa_indices.to(torch.int64), 0)
+    ori = inputs.ori_kv.reshape(-1, inputs.D)
+    wrows = ori[w]
+    c = torch.where(live_c, inputs.idx_topk[:, :inputs.index_topk].to(torch.int64), 0)
+    table = inputs.cmp_block_table.to(torch.int64)
+    b = inputs.batch_of_token[:, None].expand_as(c)
+    blk = table[b, (c // block).clamp(max=table.shape[1] - 1)]
+    blk = torch.where(live_c, blk, 0)
+    crows = inputs.cmp_kv[blk, c % block]
+    rows = torch.cat([wrows, crows], dim=1)
+    live = torch.cat([live_w, live_c], dim=1)
+    rows = torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype))
+    return rows, live
+
+
+def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.nonzero(mask)[0])
+
+
+def validate(**kw) -> Inputs:
+    """Check one v2 kernel call's arguments against the contract; return them as `Inputs`."""
+    missing = [a for a in ARGUMENTS if a not in kw]
+    extra = [a for a in kw if a not in ARGUMENTS]
+    expect(not missing and not extra, "arguments", f"exactly {ARGUMENTS}",
+           f"missing {missing}, unexpected {extra}")
+    q = tensor("q", kw["q"], torch.bfloat16, 3)
+    T, H, D = q.shape
+    expect(min(T, H, D) >= 1, "q", "shape [T >= 1, H >= 1, D >= 1]", f"shape {tuple(q.shape)}")
+    S = python_int("seq_per_batch", kw["seq_per_batch"], 1)
+    expect(T % S == 0, "seq_per_batch", f"a divisor of T={T} (T = B * S)", S)
+    B = T // S
+    idx_topk_n = python_int("index_topk", kw["index_topk"], 0)
+    ratio = kw["compress_ratio"]
+    expect(ratio is None or (isinstance(ratio, int) and not isinstance(ratio, bool)
+                             and ratio >= 1), "compress_ratio",
+           "an int >= 1, or None (no cut: the caller pre-cut the compressed lists)", repr(ratio))
+    scale = kw["softmax_scale"]
+    expect(isinstance(scale, (float, int)) and not isinstance(scale, bool)
+           and math.isfinite(scale), "softmax_scale", "a finite python float", repr(scale))
+
+    ori_kv = tensor("ori_kv", kw["ori_kv"], torch.bfloat16, 3)
+    block = ori_kv.shape[1]
+    expect(ori_kv.shape[0] >= 1 and block >= 1 and ori_kv.shape[2] == D, "ori_kv",
+           f"shape [N_ori >= 1, BLOCK >= 1, D={D}]", f"shape {tuple(ori_kv.shape)}")
+    cmp_kv = tensor("cmp_kv", kw["cmp_kv"], torch.bfloat16, 3)
+    expect(cmp_kv.shape[0] >= 1 and cmp_kv.shape[1:] == (block, D), "cmp_kv",
+           f"shape [N_cmp >= 1, BLOCK={block}, D={D}]", f"shape {tuple(cmp_kv.shape)}")
+    win = tensor("window_swa_indices", kw["window_swa_indices"], torch.int32, 2)
+    expect(win.shape[0] == T and win.shape[1] >= 1, "window_swa_indices",
+           f"shape [T={T}, WIN >= 1]", f"shape {tuple(win.shape)}")
+    cmp_bt = tensor("cmp_block_table", kw["cmp_block_table"], torch.int32, 2)
+    expect(cmp_bt.shape[0] == B and cmp_bt.shape[1] >= 1, "cmp_block_table",
+           f"shape [B={B}, M >= 1]", f"shape {tuple(cmp_bt.shape)}")
+    idx = tensor("idx_topk", kw["idx_topk"], torch.int32, 2)
+    expect(idx.shape[0] == T and idx.shape[1] >= idx_topk_n, "idx_topk",
+           f"shape [T={T}, L >= index_topk={idx_topk_n}]", f"shape {tuple(idx.shape)}")
+    pos = tensor("position_ids", kw["position_ids"], torch.int32, 2)
+    expect(tuple(pos.shape) == (T, 1), "position_ids", f"shape [T={T}, 1]",
+           f"shape {tuple(pos.shape)}")
+    expect(bool((pos >= 0).all()), "position_ids", "every position >= 0",
+           f"{int(pos.min())} at token {_first_bad(pos < 0)[0]}" if bool((pos < 0).any()) else "")
+    sink = tensor("attn_sink", kw["attn_sink"], torch.float32, 1)
+    expect(tuple(sink.shape) == (H,), "attn_sink", f"shape [H={H}]", f"shape {tuple(sink.shape)}")
+    expect(not torch.isnan(sink).any().item(), "attn_sink", "no NaN (+inf/-inf are allowed)",
+           sink.tolist())
+    for name, t in (("q", q), ("ori_kv", ori_kv), ("cmp_kv", cmp_kv)):
+        expect(t.device.type == "cpu", name, "a CPU tensor", t.device)
+
+    # Every live lane must address inside its pool (section 9); ignored lanes may hold
+    # anything.
+    rows = ori_kv.shape[0] * block
+    w = win.to(torch.int64)
+    past = w >= rows
+    if bool(past.any()):
+        t, k = _first_bad(past)
+        raise ContractError(f"window_swa_indices[{t}, {k}]: expected a flat row of ori_kv in "
+                            f"[0, N_ori * BLOCK = {rows}) or a negative (empty) lane, got "
+                            f"{int(w[t, k])}")
+    c = idx[:, :idx_topk_n].to(torch.int64)
+    live_c = (c >= 0) & (c < cmp_bound(pos, ratio)[:, None])
+    cols = c // block
+    past = live_c & (cols >= cmp_bt.shape[1])
+    if bool(past.any()):
+        t, j = _first_bad(past)
+        raise ContractError(f"idx_topk[{t}, {j}]: expected a live compressed slot inside "
+                            f"cmp_block_table's {cmp_bt.shape[1]} columns (slot < "
+                            f"{cmp_bt.shape[1] * block}), got slot {int(c[t, j])} "
+                            f"(position {int(pos[t, 0])}, compress_ratio {ratio})")
+    b = (torch.arange(T, dtype=torch.int64) // S)[:, None].expand_as(c)
+    blk = cmp_bt.to(torch.int64)[b, cols.clamp(0, cmp_bt.shape[1] - 1)]
+    outside = live_c & ((blk < 0) | (blk >= cmp_kv.shape[0]))
+    if bool(outside.any()):
+        t, j = _first_bad(outside)
+        col = int(cols[t, j])
+        raise ContractError(f"cmp_block_table[{int(b[t, j])}, {col}]: expected a block id in "
+                            f"[0, {cmp_kv.shape[0]}) for live compressed slot {int(c[t, j])} "
+                            f"of token {t}, got {int(blk[t, j])}")
+    return Inputs(q=q, ori_kv=ori_kv, window_swa_indices=win, cmp_kv=cmp_kv,
+                  cmp_block_table=cmp_bt, idx_topk=idx, position_ids=pos, attn_sink=sink,
+                  softmax_scale=float(scale), seq_per_batch=S, index_topk=idx_topk_n,
+                  compress_ratio=ratio)
+
+
+def validate_output(o, inputs: Inputs) -> torch.Tensor:
+    """Check a v2 kernel's return value; return it as a CPU fp32 tensor."""
+    shape = (inputs.T, inputs.H, inputs.D)
+    expect(isinstance(o, torch.Tensor), "kernel output", "a torch.Tensor", type(o).__name__)
+    expect(tuple(o.shape) == shape, "kernel output", f"shape {list(shape)} ([T, H, D])",
+           f"shape {list(o.shape)}")
+    expect(o.is_floating_point(), "kernel output", "a floating dtype", o.dtype)
+    return o.detach().to("cpu", torch.float32)
