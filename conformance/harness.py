@@ -8,9 +8,9 @@ import torch
 from hypothesis import target
 from hypothesis.errors import HypothesisException
 
-from conformance import packing, recorder
-from attention.compare import compare, golden, tolerance
 import contracts
+from attention.compare import compare, golden, tolerance
+from conformance import packing, recorder
 from contracts.v1 import Inputs
 from kernels.interface import KernelUnderTest
 

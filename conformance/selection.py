@@ -18,8 +18,8 @@ from hypothesis import settings
 
 from conformance import hypothesis_hooks, profiles
 from conformance.recorder import TEST_KEY
-from kernels import registry
 from contracts.v1 import ContractError
+from kernels import registry
 from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"

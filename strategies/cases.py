@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from contracts.v1 import Inputs, Preconditions, derived_lengths, live_mask
-from contracts.v1 import gather_rows
+from contracts.v1 import Inputs, Preconditions, derived_lengths, gather_rows, live_mask
 from strategies.config import DEFAULT_BUDGET, Config, configs
 from strategies.layouts import layouts
 from strategies.lengths import model_seqused, n_compressed, out_of_model_seqused, start_positions

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from conformance.killrate import DEFAULT_KERNELS
-from kernels import registry
 from contracts.v1 import ContractError, Preconditions
+from kernels import registry
 from kernels.interface import KernelUnderTest
 from kernels.mutants import MUTANTS
 from kernels.pypto_program import BUGS

@@ -19,10 +19,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 from attention.compare import compare, golden, tolerance
+from contracts.v1 import Inputs, gather_rows, live_mask, validate
 from kernels import flashmla, registry
-from contracts.v1 import Inputs, live_mask, validate
 from kernels.flashmla import TOPK_ALIGN, flat_rows, translate
-from contracts.v1 import gather_rows
 from strategies.cases import cases
 
 LOG2_E = 1.4426950408889634

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from kernels import positional, pypto_kernel, reference, tiled
 from contracts.v1 import ARGUMENTS, ContractError, Inputs, live_mask, validate
+from kernels import positional, pypto_kernel, reference, tiled
 from kernels.layout import KINDS, applicable_kinds, constant_dims, present, why_not
 from strategies.layouts import laid_out, layouts
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance import harness, packing
-from kernels import reference
 from contracts.v1 import Preconditions
+from kernels import reference
 from kernels.interface import KernelUnderTest
 from strategies.cases import cases
 

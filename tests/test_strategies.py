@@ -9,8 +9,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from contracts.v1 import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, live_mask, validate
-from contracts.v1 import gather_rows
+from contracts.v1 import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, gather_rows, live_mask, validate
 from strategies.cases import cases
 from strategies.config import DEFAULT_BUDGET, Config, configs, cost
 from strategies.coverage import CORNERS, SEED_CONFIG, corners
