@@ -32,9 +32,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 from attention.compare import compare, golden, tolerance
-from conformance.profiles import PROFILES
 from contracts.v1 import Inputs, validate
 from kernels import flashmla, tiled
+from plugin.profiles import PROFILES
 from strategies.cases import cases
 
 MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}

@@ -8,8 +8,9 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, StopTest
 
-from conformance import profiles, recorder
+from conformance import recorder
 from kernels.interface import KernelUnderTest
+from plugin import profiles
 from strategies.cases import Case, cases
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import profiles
 from conformance.draw import draw_case
 from conformance.harness import call, example, expect_matches
+from plugin import profiles
 from strategies.config import dim_values
 
 MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}

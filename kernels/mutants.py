@@ -1,6 +1,6 @@
 """Seeded faulty kernels: the correct device-style kernel (kernels/tiled.py) with exactly one
 bug each, one overridden method apiece. The list reads as a catalogue of what the suite
-defends against; every one must be caught (see `python -m conformance.killrate`).
+defends against; every one must be caught (see `python -m nightly.killrate`).
 
 The first group is the history of the seed's `seqused_kv` semantics (contract section 4);
 the second, bug classes that public sparse attention kernels shipped.

@@ -1,4 +1,4 @@
-"""The pypto worker's side of a pool of NPU cards (`conformance.npu_pool` pins each pytest
+"""The pypto worker's side of a pool of NPU cards (`nightly.npu_pool` pins each pytest
 worker to one card through the environment, which the pypto worker inherits). pypto's run
 mode is passed to `pypto.frontend.jit` explicitly (`kernels.pypto_program.build_program`),
 rather than guessed from the environment when pypto is imported.
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 VISIBLE = "ASCEND_RT_VISIBLE_DEVICES"
-ENV_CARD = "SPARSE_ATTN_NPU_CARD"  # set by conformance.npu_pool in a pinned process
+ENV_CARD = "SPARSE_ATTN_NPU_CARD"  # set by nightly.npu_pool in a pinned process
 
 
 def visible_cards(npu_count=None) -> int:
@@ -25,7 +25,7 @@ def visible_cards(npu_count=None) -> int:
 
 
 def pinned_card() -> str | None:
-    """The card this process was pinned to (`conformance.npu_pool` sets both variables),
+    """The card this process was pinned to (`nightly.npu_pool` sets both variables),
     checked to be the one card CANN will see; None outside a pool."""
     card = os.environ.get(ENV_CARD)
     if card is None:

@@ -6,7 +6,7 @@ The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each 
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
 `kernels.mutants.MUTANTS` (named `mutant-<bug>`) and the seeded bugs of the pypto program in
 `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`, `--kernel`
-globs and the kill-rate run's default (`conformance.killrate.DEFAULT_KERNELS`) read it.
+globs and the kill-rate run's default (`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
 
 from __future__ import annotations

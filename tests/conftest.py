@@ -2,7 +2,7 @@
 properties directly; the plugin, which loads the profile for a conformance run, stays off
 here), and share the cores between xdist workers as a conformance run does."""
 
-from conformance import cores, profiles
+from plugin import cores, profiles
 
 
 def pytest_configure(config):

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from conformance.killrate import DEFAULT_KERNELS
 from contracts.v1 import ContractError, Preconditions
 from kernels import registry
 from kernels.interface import KernelUnderTest
 from kernels.mutants import MUTANTS
 from kernels.pypto_program import BUGS
+from nightly.killrate import DEFAULT_KERNELS
 
 
 def test_catalogue_names_every_kernel_once_in_one_style():

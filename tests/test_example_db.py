@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conformance import example_db
+from nightly import example_db
 from tests.pool_helpers import SUITE, run_pytest
 
 TEST = str(SUITE / "test_sink_and_empty.py") + "::test_zero_query_closed_form"
@@ -65,7 +65,7 @@ def test_a_forced_seed_beside_the_database_is_a_usage_error(tmp_path):
 
 PROFILES = """
 from hypothesis import settings
-import conformance.profiles as p
+import plugin.profiles as p
 print({n: repr(settings.get_profile(n)) for n in p.PROFILES})
 """
 

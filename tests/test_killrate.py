@@ -3,8 +3,8 @@
 import copy
 import json
 
-from conformance import killrate
-from conformance.killrate import summarise, table
+from nightly import killrate
+from nightly.killrate import summarise, table
 from reports.model import run_stem
 
 

@@ -3,7 +3,7 @@ run), matched by kernel and suite version; a malformed file is a usage error."""
 
 import pytest
 
-from conformance import known_failures
+from nightly import known_failures
 from tests.pool_helpers import SUITE, run_pytest
 
 ENTRY = """

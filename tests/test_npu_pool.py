@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from conformance import npu_pool
 from kernels import pypto_pool
+from nightly import npu_pool
 from tests.pool_helpers import SUITE, run_pytest
 
 PROBE = """

@@ -116,11 +116,11 @@ def test_a_foreign_project_is_left_alone(tmp_path):
 def test_plugin_and_reports_import_nothing_of_each_other():
     code = (
         "import sys, importlib\n"
-        "import conformance.plugin\n"
+        "import plugin.entry\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reports', 'kernels', 'torch')))\n"
         "for m in ('reports.collector', 'reports.html', 'reports.model', 'reports.__main__'):\n"
         "    importlib.import_module(m)\n"
-        "jobs = ('conformance.selection', 'conformance.reporting', 'conformance.replay')\n"
+        "jobs = ('plugin.selection', 'plugin.reporting', 'plugin.replay')\n"
         "print(sorted(m for m in sys.modules if m in jobs))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr

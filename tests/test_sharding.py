@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conformance import sharding
+from nightly import sharding
 from reports import html
 from tests.pool_helpers import SUITE, run_pytest
 

@@ -6,14 +6,14 @@ is asked for:
   inside it, or, in the suite's own checkout, a directory that contains it);
 - `--kernel` (or another of the suite's options: `--report-dir`, `--first-kill`,
   `--replay`) is given;
-- the plugin is named with `-p sparse_attn_conformance` (or `-p conformance.plugin`).
+- the plugin is named with `-p sparse_attn_conformance` (or `-p plugin.entry`).
 
 Otherwise nothing of the suite touches the run: no Hypothesis profile is loaded, no test is
 parametrised, no header or report is added, so a project that has the suite installed
 beside it keeps its own tests as they are. When on, the plugin registers its jobs:
-`conformance.profiles` (the default profile), `conformance.selection` (which kernels, and
-`--first-kill`), `conformance.reporting` (statistics, diagnostics, `--report-dir`) and
-`conformance.replay` (`--replay` and the replay line of every failure).
+`plugin.profiles` (the default profile), `plugin.selection` (which kernels, and
+`--first-kill`), `plugin.reporting` (statistics, diagnostics, `--report-dir`) and
+`plugin.replay` (`--replay` and the replay line of every failure).
 
 This module imports nothing of the suite at import time: it is imported by every pytest run
 of an environment that has the suite installed.
@@ -27,13 +27,13 @@ import pytest
 
 ENTRY_POINT = "sparse_attn_conformance"
 #: The suite's package directory: the properties live here.
-SUITE_DIR = Path(__file__).resolve().parent
+SUITE_DIR = Path(__file__).resolve().parent.parent / "conformance"
 #: Hooks registered when the suite is on, by plugin name.
-JOBS = ("conformance.selection", "conformance.reporting", "conformance.replay",
+JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         # the pool and shards: registered after replay, so that among the
         # trylast collection hooks a shard is cut before --replay counts the selection
-        "conformance.npu_pool", "conformance.features", "conformance.known_failures",
-        "conformance.sharding", "conformance.example_db")
+        "nightly.npu_pool", "plugin.features", "nightly.known_failures",
+        "nightly.sharding", "nightly.example_db")
 _SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
                   "shard", "example_db_from", "known_failures")
 
@@ -128,10 +128,10 @@ def pytest_configure(config):
         return
     import importlib
 
-    from conformance import npu_pool
+    from nightly import npu_pool
 
     npu_pool.pin(config)  # before anything here imports torch (or torch_npu, or pypto)
-    from conformance import cores, features, profiles, reporting
+    from plugin import cores, features, profiles, reporting
 
     profiles.load(config)
     cores.share_cores(config)

@@ -2,7 +2,7 @@
 ones), print which were killed, by which property, after how many examples and seconds,
 and how small the shrunk counterexample got.
 
-    python -m conformance.killrate [--profile kill] [--kernels SPEC] [-n auto] [--out DIR] [--full]
+    python -m nightly.killrate [--profile kill] [--kernels SPEC] [-n auto] [--out DIR] [--full]
 
 Exits non-zero when a faulty kernel survives or a correct kernel fails. The "how" column
 says how a kernel was caught: "assertion" (a property's own check failed) or "kernel-error"
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 
+import conformance
 from conformance.recorder import ASSERTION, KERNEL_ERROR
 from kernels import registry
 from reports.model import failure_kind, run_stem
@@ -36,7 +37,7 @@ DEFAULT_KERNELS = ",".join(registry.builtin_names(torch=True))
 
 def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str],
               full: bool = False) -> int:
-    cmd = [sys.executable, "-m", "pytest", os.path.join(os.path.dirname(__file__)),
+    cmd = [sys.executable, "-m", "pytest", os.path.dirname(os.path.abspath(conformance.__file__)),
            f"--kernel={kernels}", f"--hypothesis-profile={profile}", f"--report-dir={out}",
            "-q", "-p", "no:cacheprovider", "--no-header", "-rN"]
     if not full:
@@ -122,7 +123,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m conformance.killrate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m nightly.killrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default=DEFAULT_KERNELS,
                     help="kernel spec as for --kernel (default: the torch mutants and the "

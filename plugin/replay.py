@@ -3,7 +3,7 @@
 this failure" section, which the report keeps), and `--replay=VERSION:BLOB`, which runs the
 one selected test on exactly that counterexample.
 
-The hooks are registered by `conformance.plugin` only when the suite was asked for.
+The hooks are registered by `plugin.entry` only when the suite was asked for.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import shlex
 import hypothesis
 import pytest
 
-from conformance import hypothesis_hooks
 from conformance.recorder import REPLAY_SECTION
-from conformance.selection import identity
+from plugin import hypothesis_hooks
+from plugin.selection import identity
 
 BLOB_RE = re.compile(r"@reproduce_failure\('(?P<version>[^']+)', b'(?P<blob>[^']+)'\)")
 

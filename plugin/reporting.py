@@ -3,7 +3,7 @@
 (the kernel's optional `diagnose`), and, with `--report-dir`, the conformance report
 (`reports.collector`, imported only then) with JUnit XML beside it.
 
-Registered by `conformance.plugin` only when the suite was asked for.
+Registered by `plugin.entry` only when the suite was asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from conformance import harness, recorder
-from conformance.selection import kernel_of, kernel_spec
+from plugin.selection import kernel_of, kernel_spec
 
 
 def register_report(config) -> None:

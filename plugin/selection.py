@@ -3,7 +3,7 @@
 by them, the report header that names them, the share of each profile's examples a slow
 kernel declares (`example_fraction`), and `--first-kill`.
 
-Registered by `conformance.plugin` only when the suite was asked for. The kernel a test
+Registered by `plugin.entry` only when the suite was asked for. The kernel a test
 runs on is read from its parametrisation in one place (`kernel_of`) and travels with every
 report of the test in `user_properties` (`conformance.recorder.TEST_KEY`).
 """
@@ -16,11 +16,11 @@ import os
 import pytest
 from hypothesis import settings
 
-from conformance import hypothesis_hooks, profiles
 from conformance.recorder import TEST_KEY
 from contracts.v1 import ContractError
 from kernels import registry
 from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
+from plugin import hypothesis_hooks, profiles
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"
 
