@@ -52,7 +52,9 @@ def call_many(kernel: KernelUnderTest, parts: list[Inputs]) -> list[torch.Tensor
     `max_packed_batch` gets them packed along `B` into as few calls as its limit allows
     (`conformance.packing`); any other kernel gets one call each. A failure names the
     packed call."""
-    if kernel.max_packed_batch < 2 or len(parts) < 2:
+    # packing is written for v1 calls (conformance/packing.py); other conventions' calls
+    # are made one by one
+    if kernel.max_packed_batch < 2 or len(parts) < 2 or parts[0].CONVENTION != "v1":
         return [call(kernel, p) for p in parts]
     outs: list[torch.Tensor | None] = [None] * len(parts)
     for group in packing.groups(parts, kernel.max_packed_batch):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from conformance.views import widen
+from conformance.v1.views import widen
 from contracts.v1 import Inputs
 
 

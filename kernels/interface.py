@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from contracts.v1 import ContractError, Preconditions
+from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, Preconditions
 
 
 class Kernel(Protocol):
@@ -38,6 +38,13 @@ class Kernel(Protocol):
         """`o` `[B, S, H, D]` for one call (docs/contract.md sections 1-3), any floating dtype
         on any device. The arguments are the kernel's to read (fresh buffers each call, CPU
         tensors, in the layouts `kernels.layout` describes); it must not modify them."""
+
+    convention: str
+    """The calling convention the kernel is written against (`contracts.CONVENTIONS`):
+    "v1", the seed's (`seqused_kv`, docs/contract.md sections 1-7), or "v2", upstream's
+    today (per-token window rows and positions, sections 8-11). It decides the keyword
+    arguments of a call, the properties that run and the strategies that feed them; a run's
+    `--contract` overrides it. Default: "v1"."""
 
     preconditions: Preconditions
     """What the kernel takes beyond the contract (a compiled shape, model-written index
@@ -83,6 +90,14 @@ def preconditions_of(kernel) -> Preconditions:
     return pre
 
 
+def convention_of(kernel) -> str:
+    """The calling convention a kernel declares (attribute `convention`), or the default."""
+    name = getattr(kernel, "convention", DEFAULT_CONVENTION)
+    if name not in CONVENTIONS:
+        raise ContractError(f"kernel.convention: expected one of {CONVENTIONS}, got {name!r}")
+    return name
+
+
 def unavailable_reason(kernel) -> str | None:
     """Why `kernel` cannot run here (its optional `available()`), or None."""
     check = getattr(kernel, "available", None)
@@ -116,7 +131,7 @@ def example_fraction_of(kernel) -> float:
 @dataclass(frozen=True)
 class KernelUnderTest:
     """A kernel as the properties receive it: its name (built-in or `module:callable`), the
-    callable, its declarations read once, and whether it is one of the seeded faulty
+    callable, its declarations (its convention among them) read once, and whether it is one of the seeded faulty
     kernels."""
 
     name: str
@@ -125,6 +140,7 @@ class KernelUnderTest:
     example_fraction: float
     faulty: bool
     max_packed_batch: int = 0
+    convention: str = DEFAULT_CONVENTION
 
     @classmethod
     def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
@@ -132,7 +148,7 @@ class KernelUnderTest:
         try:
             return cls(name=name, fn=fn, pre=preconditions_of(fn),
                        example_fraction=example_fraction_of(fn), faulty=faulty,
-                       max_packed_batch=max_packed_batch_of(fn))
+                       max_packed_batch=max_packed_batch_of(fn), convention=convention_of(fn))
         except ContractError as exc:
             raise ContractError(f"kernel {name!r}: {exc}") from exc
 

@@ -35,7 +35,9 @@ CORRECT = {
 #: torch mutants, the kill-rate run's default).
 TORCH = ("reference", "tiled", "positional")
 
-DEFAULT_KERNEL = "pypto"
+#: The default kernel of a run, per calling convention: the project's pypto kernel of it.
+DEFAULT_KERNELS = {"v1": "pypto", "v2": "pypto-v2"}
+DEFAULT_KERNEL = DEFAULT_KERNELS["v1"]
 
 
 @dataclass(frozen=True)

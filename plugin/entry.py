@@ -34,7 +34,7 @@ JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         # trylast collection hooks a shard is cut before --replay counts the selection
         "nightly.npu_pool", "plugin.features", "nightly.known_failures",
         "nightly.sharding", "nightly.example_db")
-_SUITE_OPTIONS = ("kernel", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
+_SUITE_OPTIONS = ("kernel", "contract", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
                   "shard", "example_db_from", "known_failures")
 
 
@@ -45,6 +45,11 @@ def pytest_addoption(parser):
                     help="kernel(s) under test: a built-in name, a glob over built-in names "
                          "(mutant-*), or module:callable; comma-separated for several "
                          "(env SPARSE_ATTN_KERNEL; default pypto)")
+    group.addoption("--contract", default=None, choices=("v1", "v2"),
+                    help="the calling convention of the kernels under test, overriding what "
+                         "each declares (env SPARSE_ATTN_CONTRACT; default: each kernel's "
+                         "`convention`, v1 if none); without --kernel, picks that "
+                         "convention's default kernel (pypto or pypto-v2)")
     group.addoption("--list-kernels", action="store_true",
                     help="print the built-in kernel names, one per line, and exit")
     group.addoption("--report-dir", default=None,

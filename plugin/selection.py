@@ -17,28 +17,51 @@ import pytest
 from hypothesis import settings
 
 from conformance.recorder import TEST_KEY
-from contracts.v1 import ContractError
+from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError
 from kernels import registry
 from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
 from plugin import hypothesis_hooks, profiles
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"
+ENV_CONTRACT = "SPARSE_ATTN_CONTRACT"
+
+
+def contract_override(config) -> str | None:
+    """The calling convention `--contract` (or `$SPARSE_ATTN_CONTRACT`) imposes on every
+    kernel of the run, or None (each kernel's own declaration holds)."""
+    name = config.getoption("contract", None) or os.environ.get(ENV_CONTRACT) or None
+    if name is not None and name not in CONVENTIONS:
+        raise pytest.UsageError(f"--contract: expected one of {CONVENTIONS}, got {name!r}")
+    return name
 
 
 def kernel_spec(config) -> str:
-    """The kernel spec of this run: `--kernel`, else `$SPARSE_ATTN_KERNEL`, else the default."""
-    return config.getoption("kernel") or os.environ.get(ENV_KERNEL) or registry.DEFAULT_KERNEL
+    """The kernel spec of this run: `--kernel`, else `$SPARSE_ATTN_KERNEL`, else the default
+    kernel of the run's convention (`--contract`, else v1)."""
+    return (config.getoption("kernel") or os.environ.get(ENV_KERNEL)
+            or registry.DEFAULT_KERNELS[contract_override(config) or DEFAULT_CONVENTION])
 
 
 def kernels(config) -> list[KernelUnderTest]:
     """The kernels under test; a spec that loads nothing is a usage error."""
+    override = contract_override(config)
     try:
         found = [registry.kernel_under_test(n) for n in registry.expand(kernel_spec(config))]
-        if config.getoption("no_packing"):
-            found = [dataclasses.replace(k, max_packed_batch=0) for k in found]
-        return found
     except (LookupError, ContractError) as exc:
         raise pytest.UsageError(str(exc)) from exc
+    if override is not None:
+        found = [dataclasses.replace(k, convention=override) for k in found]
+    if config.getoption("no_packing"):
+        found = [dataclasses.replace(k, max_packed_batch=0) for k in found]
+    return found
+
+
+def convention_of_module(module) -> str | None:
+    """The convention a property module is about: `conformance.v1.*` and `conformance.v2.*`
+    are one convention's own properties; the others (`conformance.test_*`) hold for every
+    convention (None)."""
+    parts = module.__name__.split(".")
+    return next((p for p in parts if p in CONVENTIONS), None)
 
 
 def kernel_of(item) -> KernelUnderTest | None:
@@ -73,6 +96,9 @@ def pytest_report_header(config):
         under_test = kernels(config)
     except pytest.UsageError:
         return lines  # collection reports it
+    conventions = sorted({k.convention for k in under_test})
+    lines.append(f"  calling convention: {', '.join(conventions)} (docs/contract.md; "
+                 f"--contract overrides what a kernel declares)")
     for k in under_test:
         declared = max_packed_batch_of(k.fn)
         if declared:
@@ -88,10 +114,20 @@ def pytest_report_header(config):
 def pytest_generate_tests(metafunc):
     if "kernel" in metafunc.fixturenames:
         params = []
-        for k in kernels(metafunc.config):
+        wanted = convention_of_module(metafunc.module)
+        under_test = kernels(metafunc.config)
+        for k in under_test:
+            if wanted is not None and k.convention != wanted:
+                continue
             reason = unavailable_reason(k.fn)
             marks = [pytest.mark.skip(reason=f"{k.name} cannot run here: {reason}")] if reason else []
             params.append(pytest.param(k, id=k.name, marks=marks))
+        if not params:
+            # a property of one convention with no kernel of it in the run: one visible skip
+            names = ", ".join(f"{k.name} ({k.convention})" for k in under_test)
+            params.append(pytest.param(None, id=f"no-{wanted}-kernel", marks=pytest.mark.skip(
+                reason=f"a {wanted} property; the kernels under test are {names} (a kernel "
+                       f"declares `convention`, or pass --contract={wanted})")))
         metafunc.parametrize("kernel", params, scope="session")
 
 

@@ -34,16 +34,16 @@ def test_module_callable_kernel_and_env_variable(tmp_path):
     import os
     env = dict(os.environ, SPARSE_ATTN_KERNEL="my_kernel:attn",
                PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    res = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_regression_fixture.py",
+    res = subprocess.run([sys.executable, "-m", "pytest", "conformance/v1/test_regression_fixture.py",
                           "-q"], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:]
     assert "[my_kernel:attn]" in subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance/test_regression_fixture.py", "--co", "-q"],
+        [sys.executable, "-m", "pytest", "conformance/v1/test_regression_fixture.py", "--co", "-q"],
         capture_output=True, text=True, env=env, timeout=600).stdout
 
 
 def test_header_names_kernel_profile_and_seed():
-    res = pytest_cli("conformance/test_regression_fixture.py", "--kernel=reference",
+    res = pytest_cli("conformance/v1/test_regression_fixture.py", "--kernel=reference",
                      "--hypothesis-profile=ci", "--hypothesis-seed=7")
     assert "sparse-attn conformance: kernel=reference profile=ci seed=7" in res.stdout
 

@@ -7,17 +7,15 @@ from contextlib import contextmanager
 import pytest
 from hypothesis import settings
 
-from conformance import (
+from conformance import test_determinism, test_reference_match, test_sink_and_empty
+from conformance.v1 import (
     test_causal_length,
-    test_determinism,
     test_independence,
     test_invariance,
     test_model_shape,
     test_per_token_derivation,
     test_position_causality,
-    test_reference_match,
     test_regression_fixture,
-    test_sink_and_empty,
 )
 from kernels.registry import kernel_under_test
 

@@ -22,7 +22,7 @@ from reports import html, model
 from strategies.config import Config
 from strategies.coverage import CORNERS
 
-FAST = ["conformance/test_regression_fixture.py", "conformance/test_determinism.py",
+FAST = ["conformance/v1/test_regression_fixture.py", "conformance/test_determinism.py",
         "conformance/test_sink_and_empty.py"]
 
 

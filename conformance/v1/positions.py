@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from conformance.poison import mark_rows
+from conformance.v1.poison import mark_rows
 from contracts.v1 import Inputs
 
 

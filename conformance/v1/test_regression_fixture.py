@@ -3,7 +3,7 @@
 import pytest
 
 from conformance.harness import call, expect_matches
-from conformance.seed_fixture import LARGE, causal_regression
+from conformance.v1.seed_fixture import LARGE, causal_regression
 
 
 def test_seed_causal_regression_fixture(kernel):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call, example, expect_matches
-from conformance.poison import poisoned
+from conformance.v1.poison import poisoned
 
 
 @given(data=st.data())

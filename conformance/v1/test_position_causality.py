@@ -1,7 +1,7 @@
 """Position-level causality (a property about the contract, reported apart from kernel
 conformance): no token may attend a row written at a later position than its own.
 
-Rows are modelled from the start positions (conformance/positions.py). For each token `s`
+Rows are modelled from the start positions (conformance/v1/positions.py). For each token `s`
 every row holding a later position of its batch (or nothing written) is poisoned; the
 token's output must not change. The derived length protects by count, not by position:
 once the window ring has wrapped, an earlier token of a multi-token call keeps window slots
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call_many, example, expect_equal_rows
-from conformance.poison import poison_pool
-from conformance.positions import later_rows, ring_wrapped
-from conformance.views import one_token_call
+from conformance.v1.poison import poison_pool
+from conformance.v1.positions import later_rows, ring_wrapped
+from conformance.v1.views import one_token_call
 from kernels.registry import kernel_under_test
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call, example, expect_equal_rows
-from conformance.views import one_token_call
+from conformance.v1.views import one_token_call
 from strategies.config import dim_values
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from conformance.draw import draw_case
 from conformance.harness import call_many, example, expect_equal_rows
-from conformance.views import batch_view, mix, one_token_call
+from conformance.v1.views import batch_view, mix, one_token_call
 
 
 @given(data=st.data())
