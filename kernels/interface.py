@@ -131,8 +131,8 @@ def example_fraction_of(kernel) -> float:
 @dataclass(frozen=True)
 class KernelUnderTest:
     """A kernel as the properties receive it: its name (built-in or `module:callable`), the
-    callable, its declarations (its convention among them) read once, and whether it is one of the seeded faulty
-    kernels."""
+    callable, its declarations (its convention among them) read once, and whether it is
+    one of the seeded faulty kernels."""
 
     name: str
     fn: Kernel
