@@ -73,7 +73,7 @@ def test_each_xdist_worker_sees_exactly_its_own_card_and_folders(tmp_path):
     out, run_dir = tmp_path / "seen", tmp_path / "run"
     out.mkdir()
     env = dict(os.environ, PROBE_OUT=str(out))
-    res = run_pytest(str(SUITE / "test_regression_fixture.py"), "--kernel=probe_kernel:attn",
+    res = run_pytest(str(SUITE / "v1" / "test_regression_fixture.py"), "--kernel=probe_kernel:attn",
                      "-n", "3", "--dist", "each", "--npu-cards=4-5", "--npu-workers-per-card=2",
                      f"--npu-run-dir={run_dir}", env=env, extra_path=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -91,7 +91,7 @@ def test_each_xdist_worker_sees_exactly_its_own_card_and_folders(tmp_path):
 
 
 def test_more_workers_than_the_cards_take_is_a_usage_error():
-    res = run_pytest(str(SUITE / "test_regression_fixture.py"), "--kernel=reference", "-n", "3",
+    res = run_pytest(str(SUITE / "v1" / "test_regression_fixture.py"), "--kernel=reference", "-n", "3",
                      "--npu-cards=0-1", "--co")
     assert res.returncode == 4, res.stdout[-2000:]
     assert ("--npu-cards: expected at most 2 xdist workers (2 cards x 1 per card, "
@@ -102,7 +102,7 @@ def test_the_pypto_kernel_runs_pinned_in_simulation(tmp_path):
     """The pypto worker process inherits the pin: it checks its card, and pypto's run
     records land in the worker's folder (not in ~/.pypto, shared by every worker)."""
     run_dir = tmp_path / "run"
-    res = run_pytest(str(SUITE / "test_regression_fixture.py"), "--kernel=pypto", "-p", "no:xdist",
+    res = run_pytest(str(SUITE / "v1" / "test_regression_fixture.py"), "--kernel=pypto", "-p", "no:xdist",
                      "--npu-cards=3", f"--npu-run-dir={run_dir}", "--hypothesis-profile=smoke")
     assert res.returncode == 0, res.stdout[-3000:]
     assert "npu pool: cards 3, 1 worker(s) per card" in res.stdout

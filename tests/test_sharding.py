@@ -44,7 +44,7 @@ def test_a_shard_records_itself_its_seed_and_durations_and_pages_merge(tmp_path)
     durations = tmp_path / "d.json"
     runs = []
     for i in (1, 2):
-        res = run_pytest(str(SUITE / "test_regression_fixture.py"), str(SUITE / "test_determinism.py"),
+        res = run_pytest(str(SUITE / "v1" / "test_regression_fixture.py"), str(SUITE / "test_determinism.py"),
                          "--kernel=reference", "-p", "no:xdist", "--hypothesis-profile=smoke",
                          f"--shard={i}/2", f"--hypothesis-seed={10 + i}", "--save-durations",
                          f"--durations-file={tmp_path / f'd{i}.json'}",
