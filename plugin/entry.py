@@ -34,7 +34,7 @@ JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         # trylast collection hooks a shard is cut before --replay counts the selection
         "nightly.npu_pool", "plugin.features", "nightly.known_failures",
         "nightly.sharding", "nightly.example_db")
-_SUITE_OPTIONS = ("kernel", "contract", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
+_SUITE_OPTIONS = ("kernel", "contract", "window_builder", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
                   "shard", "example_db_from", "known_failures")
 
 
@@ -50,6 +50,10 @@ def pytest_addoption(parser):
                          "each declares (env SPARSE_ATTN_CONTRACT; default: each kernel's "
                          "`convention`, v1 if none); without --kernel, picks that "
                          "convention's default kernel (pypto or pypto-v2)")
+    group.addoption("--window-builder", default=None, metavar="MODULE:CALLABLE",
+                    help="a v2 window-metadata builder to check beside the suite's own "
+                         "(conformance/v2/test_window_producer.py): called with position_ids, "
+                         "ori_block_table, seq_per_batch, window_size, block")
     group.addoption("--list-kernels", action="store_true",
                     help="print the built-in kernel names, one per line, and exit")
     group.addoption("--report-dir", default=None,

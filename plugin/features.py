@@ -5,7 +5,7 @@
 - `compressed`: the compressed-KV part (HCA/CSA entries, their own block table);
 - `ratio`: the compress ratio's derived count of live compressed slots;
 - `sink`: the attention sink in the softmax denominator;
-- `mtp`: multi-token decode (`S > 1`), each token's own derived length.
+- `mtp`: multi-token decode (`S > 1`), each token's own derived length (v1) or position (v2).
 
 One mapping, property -> features, applied at collection, rather than a decorator in every
 property file: a property listed nowhere gets no feature marker (it is about the call as a
@@ -41,6 +41,11 @@ PROPERTY_FEATURES = {
     "test_minus_inf_sink_is_plain_softmax": ("sink",),
     "test_zero_query_closed_form": ("sink",),
     "test_empty_tokens_return_exact_zero": ("sink", "mtp"),
+    # v2 (conformance/v2/)
+    "test_nothing_past_the_cut_or_in_an_ignored_lane_is_read": ("window", "compressed", "ratio"),
+    "test_other_tokens_do_not_matter": ("mtp",),
+    "test_lane_order_does_not_matter": ("window", "compressed"),
+    "test_window_rows_list_exactly_the_last_win_positions": ("window", "mtp"),
 }
 
 

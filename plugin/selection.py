@@ -111,7 +111,37 @@ def pytest_report_header(config):
     return lines
 
 
+#: The suite's own v2 window-metadata builder, always checked.
+SUITE_WINDOW_BUILDER = "strategies.v2.windows:window_rows"
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowBuilder:
+    """A v2 window-metadata builder under test (conformance/v2/test_window_producer.py)."""
+
+    name: str
+    fn: object
+
+    def __repr__(self) -> str:
+        return f"WindowBuilder({self.name!r})"
+
+
+def window_builders(config) -> list[WindowBuilder]:
+    """The suite's builder, and the one `--window-builder` names."""
+    specs = [SUITE_WINDOW_BUILDER]
+    if config.getoption("window_builder", None):
+        specs.append(config.getoption("window_builder"))
+    try:
+        return [WindowBuilder(s, registry.load(s)) for s in specs]
+    except LookupError as exc:
+        raise pytest.UsageError(str(exc).replace("--kernel", "--window-builder")) from exc
+
+
 def pytest_generate_tests(metafunc):
+    if "window_builder" in metafunc.fixturenames:
+        builders = window_builders(metafunc.config)
+        metafunc.parametrize("window_builder", builders, ids=[b.name for b in builders],
+                             scope="session")
     if "kernel" in metafunc.fixturenames:
         params = []
         wanted = convention_of_module(metafunc.module)
