@@ -198,3 +198,22 @@ def test_d_v1_cut_by_value_drops_indexer_slots_past_cmp_valid(both):
     assert got2[3, 1][1] == (1, 4, 5)
     assert got2[3, 0][1] == (0, 1, 4)
     assert v2.cmp_bound(torch.tensor([[22], [23]]), 4).tolist() == [5, 6]
+
+
+def test_the_whole_state_as_the_doc_tables_it(both):
+    got1, got2 = both
+    r = range
+    # (b, s): (v1 window positions, v1 slots, v2 window positions, v2 slots)
+    table = {
+        (0, 0): (r(0, 4), (), r(0, 4), (0,)),
+        (0, 1): (r(0, 5), (), r(0, 5), (0,)),
+        (1, 0): (r(3, 11), (0,), r(2, 10), (0, 1)),
+        (1, 1): (r(3, 11), (0, 1), r(3, 11), (0, 1)),
+        (2, 0): (r(4, 12), (0, 1), r(3, 11), (0, 1)),
+        (2, 1): (r(4, 12), (0, 1, 2), r(4, 12), (0, 1, 2)),
+        (3, 0): (r(16, 24), (1,), r(15, 23), (0, 1, 4)),
+        (3, 1): (r(16, 24), (1,), r(16, 24), (1, 4, 5)),
+    }
+    assert {k: (tuple(w1), c1, tuple(w2), c2) for k, (w1, c1, w2, c2) in table.items()} == \
+        {k: got1[k] + got2[k] for k in got1}
+    assert v1_call(STATE).seqused_kv.tolist() == [5, 10, 11, 11]
