@@ -103,7 +103,8 @@ class BlockFlagColumns(TiledKernelV2):
     def block_valid(self, live_w, live_c, live):
         n, blocks = live.shape[0], live.shape[1] // self.tile
         pad = (-live_c.shape[1]) % self.tile
-        cmp = torch.nn.functional.pad(live_c, (0, pad)).reshape(n, -1, self.tile).any(dim=-1)
+        cmp = torch.nn.functional.pad(live_c, (0, pad))
+        cmp = cmp.reshape(n, cmp.shape[1] // self.tile, self.tile).any(dim=-1)
         valid = torch.ones(n, blocks, dtype=torch.bool, device=live.device)  # block 0: always
         k = min(blocks - 1, cmp.shape[1])
         valid[:, 1:1 + k] = cmp[:, :k]

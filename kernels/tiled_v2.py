@@ -104,7 +104,7 @@ class TiledKernelV2:
     def block_valid(self, live_w, live_c, live) -> torch.Tensor:
         """`[n, blocks]`: whether a key block holds a live lane (else it is skipped). `live`
         is the padded lane mask, window lanes first."""
-        return live.reshape(live.shape[0], -1, self.tile).any(dim=-1)
+        return live.reshape(live.shape[0], live.shape[1] // self.tile, self.tile).any(dim=-1)
 
     # -- scores and the online softmax ----------------------------------------------------
     def load_q(self, inputs: Inputs, toks: torch.Tensor, dev) -> torch.Tensor:
