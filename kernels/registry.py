@@ -4,9 +4,10 @@
 
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
-`kernels.mutants.MUTANTS` (named `mutant-<bug>`) and the seeded bugs of the pypto program in
-`kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`, `--kernel`
-globs and the kill-rate run's default (`nightly.killrate.DEFAULT_KERNELS`) read it.
+`kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
+`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`) and the seeded bugs of the pypto
+program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`,
+`--kernel` globs and the kill-rate run's default (`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from kernels.interface import Kernel, KernelUnderTest
 from kernels.mutants import MUTANTS
+from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS as PYPTO_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
@@ -29,11 +31,13 @@ CORRECT = {
     "tiled": "kernels.tiled:sparse_attn",
     "positional": "kernels.positional:sparse_attn",
     "flashmla": "kernels.flashmla:sparse_attn",
+    "reference-v2": "kernels.reference:sparse_attn_v2",
+    "tiled-v2": "kernels.tiled_v2:sparse_attn",
 }
 
 #: The correct kernels written in torch alone: they run on any machine, in seconds (with the
 #: torch mutants, the kill-rate run's default).
-TORCH = ("reference", "tiled", "positional")
+TORCH = ("reference", "tiled", "positional", "reference-v2", "tiled-v2")
 
 #: The default kernel of a run, per calling convention: the project's pypto kernel of it.
 DEFAULT_KERNELS = {"v1": "pypto", "v2": "pypto-v2"}
@@ -81,12 +85,15 @@ def _catalogue() -> dict[str, Entry]:
                for name, target in CORRECT.items()]
     entries += [Entry(f"mutant-{bug}", True, True, functools.partial(MUTANTS.__getitem__, bug))
                 for bug in MUTANTS]
+    entries += [Entry(f"mutant-v2-{bug}", True, True, functools.partial(MUTANTS_V2.__getitem__, bug))
+                for bug in MUTANTS_V2]
     entries += [Entry(f"mutant-pypto-{bug}", True, False, functools.partial(_pypto_faulty, bug))
                 for bug in PYPTO_BUGS]
     return {e.name: e for e in entries}
 
 
-#: Every built-in kernel by name: the correct ones, the torch mutants, the pypto mutants.
+#: Every built-in kernel by name: the correct ones, the torch mutants (v1, then v2), the pypto
+#: mutants.
 CATALOGUE = _catalogue()
 
 

@@ -34,8 +34,8 @@ JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         # trylast collection hooks a shard is cut before --replay counts the selection
         "nightly.npu_pool", "plugin.features", "nightly.known_failures",
         "nightly.sharding", "nightly.example_db")
-_SUITE_OPTIONS = ("kernel", "contract", "window_builder", "report_dir", "first_kill", "replay", "no_packing", "npu_cards",
-                  "shard", "example_db_from", "known_failures")
+_SUITE_OPTIONS = ("kernel", "contract", "window_builder", "report_dir", "first_kill", "replay",
+                  "no_packing", "npu_cards", "shard", "example_db_from", "known_failures")
 
 
 def pytest_addoption(parser):

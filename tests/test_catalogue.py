@@ -10,6 +10,7 @@ from contracts.v1 import ContractError, Preconditions
 from kernels import registry
 from kernels.interface import KernelUnderTest
 from kernels.mutants import MUTANTS
+from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS
 from nightly.killrate import DEFAULT_KERNELS
 
@@ -19,13 +20,15 @@ def test_catalogue_names_every_kernel_once_in_one_style():
     assert len(names) == len(set(names)) == len(registry.CATALOGUE)
     assert registry.builtin_names(faulty=False) == list(registry.CORRECT)
     assert registry.builtin_names(faulty=True) == (
-        [f"mutant-{bug}" for bug in MUTANTS] + [f"mutant-pypto-{bug}" for bug in BUGS])
+        [f"mutant-{bug}" for bug in MUTANTS] + [f"mutant-v2-{bug}" for bug in MUTANTS_V2]
+        + [f"mutant-pypto-{bug}" for bug in BUGS])
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names), names
 
 
 def test_killrate_default_is_the_torch_kernels_of_the_catalogue():
     assert DEFAULT_KERNELS.split(",") == (
-        list(registry.TORCH) + [f"mutant-{bug}" for bug in MUTANTS])
+        list(registry.TORCH) + [f"mutant-{bug}" for bug in MUTANTS]
+        + [f"mutant-v2-{bug}" for bug in MUTANTS_V2])
     assert "pypto" not in DEFAULT_KERNELS.split(",")
 
 
