@@ -17,6 +17,9 @@ from conformance.v1 import (
     test_position_causality,
     test_regression_fixture,
 )
+from conformance.v2 import test_causal_cut
+from conformance.v2 import test_independence as test_independence_v2
+from conformance.v2 import test_invariance as test_invariance_v2
 from kernels.registry import kernel_under_test
 
 CATCHES = [
@@ -38,6 +41,15 @@ CATCHES = [
      "mutant-per-batch-length"),
     # H = 64 is not a multiple of that mutant's 24-head tile
     (test_model_shape.test_model_attention_shape_matches_reference, "mutant-head-tile-remainder"),
+    # calling convention v2: its own properties, and the shared ones on a v2 kernel
+    (test_causal_cut.test_nothing_past_the_cut_or_in_an_ignored_lane_is_read,
+     "mutant-v2-ignored-reads-row-zero"),
+    (test_independence_v2.test_other_tokens_do_not_matter, "mutant-v2-single-block-token-mix"),
+    (test_invariance_v2.test_lane_order_does_not_matter, "mutant-v2-window-by-count"),
+    (test_invariance_v2.test_physical_block_labels_do_not_matter,
+     "mutant-v2-identity-block-table"),
+    (test_reference_match.test_matches_reference, "mutant-v2-overlay-offset"),
+    (test_reference_match.test_matches_reference_on_model_rows, "mutant-v2-cmp-tail-cap"),
 ]
 
 
@@ -57,7 +69,8 @@ def profile_for(prop):
 def all_properties():
     import inspect
 
-    modules = [test_causal_length, test_determinism, test_independence, test_invariance,
+    modules = [test_causal_cut, test_independence_v2, test_invariance_v2,
+               test_causal_length, test_determinism, test_independence, test_invariance,
                test_model_shape, test_per_token_derivation, test_reference_match, test_regression_fixture,
                test_sink_and_empty, test_position_causality]
     return {fn for m in modules for name, fn in inspect.getmembers(m, inspect.isfunction)
@@ -81,7 +94,10 @@ def test_property_catches_its_mutant(prop, mutant):
     assert any(isinstance(e, AssertionError) for e in errors), errors
 
 
-@pytest.mark.parametrize("prop", [p for p, _ in CATCHES], ids=lambda p: p.__name__)
-def test_property_passes_on_the_reference(prop):
+@pytest.mark.parametrize("prop, convention", sorted(
+    {(p, "v2" if m.startswith("mutant-v2-") else "v1") for p, m in CATCHES},
+    key=lambda pc: (pc[0].__module__, pc[0].__name__, pc[1])),
+    ids=lambda x: x if isinstance(x, str) else x.__name__)
+def test_property_passes_on_the_reference(prop, convention):
     with profile_for(prop):
-        prop(kernel=kernel_under_test("reference"))
+        prop(kernel=kernel_under_test("reference" if convention == "v1" else "reference-v2"))
