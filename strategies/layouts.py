@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import torch
 from hypothesis import strategies as st
 
-from contracts.v1 import ARGUMENTS, Inputs
+from contracts.inputs import LaidOut
 from kernels.layout import KINDS, applicable_kinds
 
 #: Out of the first choice's 8 values: 0-3 all contiguous, 4-6 one argument, 7 several.
@@ -33,17 +33,18 @@ _MODES = 8
 _ONE, _SEVERAL = 4, 7
 
 
-def _tensors(tensors: Inputs | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if isinstance(tensors, Inputs):
-        tensors = {a: getattr(tensors, a) for a in ARGUMENTS}
+def _tensors(tensors: LaidOut | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # any convention's Inputs (contracts.inputs.LaidOut): its own arguments, in its order
+    if isinstance(tensors, LaidOut):
+        tensors = {a: getattr(tensors, a) for a in tensors.ARGUMENTS}
     return {a: t for a, t in tensors.items() if isinstance(t, torch.Tensor)}
 
 
 @st.composite
-def layouts(draw, tensors: Inputs | Mapping[str, torch.Tensor],
+def layouts(draw, tensors: LaidOut | Mapping[str, torch.Tensor],
             kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
-    """A layout mapping `{argument: kind}` for `tensors` (an `Inputs`, or a mapping from
-    argument name to tensor; non-tensor values are skipped), with kinds from `kinds` that
+    """A layout mapping `{argument: kind}` for `tensors` (any convention's `Inputs`, or a
+    mapping from argument name to tensor; non-tensor values are skipped), with kinds from `kinds` that
     apply to each tensor. ``contiguous`` arguments are left out, so all contiguous is `{}`.
 
     Half the draws are `{}`; about three in eight lay out one argument (any applicable
@@ -70,6 +71,6 @@ def layouts(draw, tensors: Inputs | Mapping[str, torch.Tensor],
     return out
 
 
-def laid_out(inputs: Inputs, kinds: tuple[str, ...] = KINDS):
+def laid_out(inputs: LaidOut, kinds: tuple[str, ...] = KINDS):
     """`inputs` with a drawn layout (`layouts`), replacing any it had."""
     return layouts(inputs, kinds).map(lambda layout: inputs.replace(layout=layout))
