@@ -55,6 +55,46 @@ class ProgramDims:
     KT: int  # key tile (entries per online-softmax step)
 
 
+def jit_options(mode: str, verify_passes: bool) -> dict:
+    """``pypto.frontend.jit`` options for ``mode`` (see :func:`build_program`)."""
+    import pypto
+
+    options = {"runtime_options": {
+        "run_mode": pypto.RunMode.SIM if mode == "sim" else pypto.RunMode.NPU}}
+    if mode == "sim":
+        vopts = {"enable_pass_verify": True}
+        if not verify_passes:
+            vopts["pass_verify_pass_filter"] = ["no_verify"]  # what set_verify_options([]) sets
+        options["verify_options"] = vopts
+    return options
+
+
+def softmax_step(q, k, live3, scale, m, l, acc):
+    """One online-softmax step over a key tile, traced inside a jit kernel: ``q`` [T,H,D]
+    bf16, ``k`` [T,KT,D] bf16 (K = V; ignored lanes already zero rows), ``live3`` [T,1,KT]
+    0/1 fp32, running ``m``, ``l`` [T,H,1] and ``acc`` [T,H,D] fp32. Returns the new ones."""
+    import pypto
+
+    f32, bf16 = pypto.DT_FP32, pypto.DT_BF16
+    z = pypto.matmul(q, k, f32, b_trans=True) * scale
+    zm = pypto.where(live3 > 0.5, z, NEG)
+    m_new = pypto.maximum(m, pypto.amax(zm, -1, keepdim=True))
+    alpha = pypto.exp(m - m_new)
+    p = pypto.where(live3 > 0.5, pypto.exp(zm - m_new), 0.0)
+    l = l * alpha + pypto.sum(p, -1, keepdim=True)
+    acc = acc * alpha + pypto.matmul(pypto.cast(p, bf16), k, f32)
+    return m_new, l, acc
+
+
+def finish(sink, m, l, acc, sink_in_denominator: bool = True):
+    """The output from the merged state: the sink (``[1,H,1]`` fp32) in the denominator only;
+    a token without a live entry (``l == 0``, ``acc == 0``) gets exactly 0, never 0/0."""
+    import pypto
+
+    den = l + pypto.exp(sink - m) if sink_in_denominator else l
+    return pypto.where(l > 0.0, acc / den, 0.0)
+
+
 def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), mode: str = "sim",
                   verify_passes: bool = False):
     """Return a ``pypto.frontend.jit`` kernel for ``dims`` with the named ``bugs``.
@@ -86,14 +126,8 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), mode: str = 
     step_offset = float(S) if "missing-plus-one" in bugs else float(S - 1)
     sink_in_denominator = "sink-dropped" not in bugs
     window_inclusive = "window-inclusive" in bugs
-    options = {"runtime_options": {
-        "run_mode": pypto.RunMode.SIM if mode == "sim" else pypto.RunMode.NPU}}
-    if mode == "sim":
-        vopts = {"enable_pass_verify": True}
-        if not verify_passes:
-            vopts["pass_verify_pass_filter"] = ["no_verify"]  # what set_verify_options([]) sets
-        options["verify_options"] = vopts
-    f32, i32, bf16 = pypto.DT_FP32, pypto.DT_INT32, pypto.DT_BF16
+    options = jit_options(mode, verify_passes)
+    f32, i32 = pypto.DT_FP32, pypto.DT_INT32
 
     @pypto.frontend.jit(**options)
     def sparse_attn_kernel(
@@ -158,20 +192,8 @@ def build_program(dims: ProgramDims, bugs: frozenset = frozenset(), mode: str = 
             pypto.set_vec_tile_shapes(16, 16, 64)
             k = pypto.reshape(k2, [T, KT, D])  # K = V: one latent row per entry
             live3 = pypto.reshape(live, [T, 1, KT])
-            z = pypto.matmul(q, k, f32, b_trans=True) * scale
-            zm = pypto.where(live3 > 0.5, z, NEG)
-            m_new = pypto.maximum(m, pypto.amax(zm, -1, keepdim=True))
-            alpha = pypto.exp(m - m_new)
-            p = pypto.where(live3 > 0.5, pypto.exp(zm - m_new), 0.0)
-            l = l * alpha + pypto.sum(p, -1, keepdim=True)
-            acc = acc * alpha + pypto.matmul(pypto.cast(p, bf16), k, f32)
-            m = m_new
+            m, l, acc = softmax_step(q, k, live3, scale, m, l, acc)
         pypto.set_vec_tile_shapes(16, 16, 64)
-        if sink_in_denominator:
-            den = l + pypto.exp(sink - m)
-        else:
-            den = l
-        # No live entry: l == 0 and acc == 0; return exactly 0 (never 0/0).
-        out[:] = pypto.where(l > 0.0, acc / den, 0.0)
+        out[:] = finish(sink, m, l, acc, sink_in_denominator)
 
     return sparse_attn_kernel

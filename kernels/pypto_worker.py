@@ -14,6 +14,7 @@ Requests: ``("run", dims, bugs, arrays, verify_passes)``, ``("ping",)``, test ho
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import re
@@ -110,8 +111,9 @@ class Worker:
         """Compiled program for ``dims``/``bugs`` (built once per worker)."""
         key = (dims, frozenset(bugs), verify_passes)
         if key not in self.programs:
-            from kernels.pypto_program import build_program
-
+            # the module that defines the dims' class builds the program (kernels.pypto_program
+            # for the v1 kernel, kernels.pypto_v2_program for the v2 one)
+            build_program = importlib.import_module(type(dims).__module__).build_program
             if self.mode == "sim" and not self.calculator_ready:
                 from kernels.pypto_calculator import ensure_calculator
 

@@ -4,10 +4,7 @@
 
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
-`kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
-`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`) and the seeded bugs of the pypto
-program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`,
-`--kernel` globs and the kill-rate run's default (`nightly.killrate.DEFAULT_KERNELS`) read it.
+#: Every built-in kernel by name: the correct ones, the torch mutants (v1, then v2), the pypto
 """
 
 from __future__ import annotations
@@ -22,11 +19,13 @@ from kernels.interface import Kernel, KernelUnderTest
 from kernels.mutants import MUTANTS
 from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS as PYPTO_BUGS
+from kernels.pypto_v2_program import BUGS as PYPTO_V2_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
     "pypto": "kernels.pypto_kernel:sparse_attn",
     "pypto-passes": "kernels.pypto_kernel:sparse_attn_verified_passes",
+    "pypto-v2": "kernels.pypto_v2_kernel:sparse_attn",
     "reference": "kernels.reference:sparse_attn",
     "tiled": "kernels.tiled:sparse_attn",
     "positional": "kernels.positional:sparse_attn",
@@ -80,6 +79,12 @@ def _pypto_faulty(bug: str) -> Kernel:
     return pypto_kernel.faulty(bug)
 
 
+def _pypto_v2_faulty(bug: str) -> Kernel:
+    from kernels import pypto_v2_kernel
+
+    return pypto_v2_kernel.faulty(bug)
+
+
 def _catalogue() -> dict[str, Entry]:
     entries = [Entry(name, False, name in TORCH, functools.partial(_resolve, name, target))
                for name, target in CORRECT.items()]
@@ -89,6 +94,8 @@ def _catalogue() -> dict[str, Entry]:
                 for bug in MUTANTS_V2]
     entries += [Entry(f"mutant-pypto-{bug}", True, False, functools.partial(_pypto_faulty, bug))
                 for bug in PYPTO_BUGS]
+    entries += [Entry(f"mutant-pypto-v2-{bug}", True, False,
+                      functools.partial(_pypto_v2_faulty, bug)) for bug in PYPTO_V2_BUGS]
     return {e.name: e for e in entries}
 
 
