@@ -4,7 +4,12 @@
 
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
-#: Every built-in kernel by name: the correct ones, the torch mutants (v1, then v2), the pypto
+`kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
+`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`), the seeded bugs of the pypto
+program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`) and those of the v2
+pypto program in `kernels.pypto_v2_program.BUGS` (named `mutant-pypto-v2-<bug>`).
+`--list-kernels`, `--kernel` globs and the kill-rate run's default
+(`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
 
 from __future__ import annotations
