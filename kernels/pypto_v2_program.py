@@ -33,6 +33,9 @@ from kernels.pypto_program import NEG, finish, jit_options, softmax_step
 BUGS = {
     "cut-inclusive": "compressed slot c is live while c <= (pos + 1) // r (one slot too many)",
     "window-positive": "window lane w is live only while w > 0 (flat row 0 is never attended)",
+    "cut-fp32": "the cut in fp32, c < floor((pos + 1) * (1/r)), as upstream's kernel computes "
+                "it: past 2**24 rounding lets ignored slot ids in (an out-of-table read, which "
+                "pypto's interpreter raises on)",
 }
 
 #: int32 range: positions and slot ids may reach it; 2**31 // r bounds the overflow-free c.
@@ -81,6 +84,7 @@ def build_program(dims: V2Dims, bugs: frozenset = frozenset(), mode: str = "sim"
     T = B * S
     cut_inclusive = "cut-inclusive" in bugs
     window_live_min = 1.0 if "window-positive" in bugs else 0.0
+    cut_fp32 = "cut-fp32" in bugs and ratio is not None
     # c * r <= rhs decides the cut. Correct: rhs = pos - (r - 1), i.e. c < (pos+1)//r; the
     # mutant's rhs = pos + 1 is c <= (pos+1)//r.
     rhs_shift = ratio if cut_inclusive and ratio is not None else 0
@@ -111,6 +115,8 @@ def build_program(dims: V2Dims, bugs: frozenset = frozenset(), mode: str = "sim"
         cbt = pypto.cast(pypto.index_select(cmp_bt, 0, b_i), f32)  # [T, M] token's table
         if cmax is not None and cmax >= 1:
             rhs = pos - (ratio - 1 - rhs_shift)  # [T, 1] int32, no overflow
+        if cut_fp32:
+            bound_f = pypto.floor((pypto.cast(pos, f32) + 1.0) * (1.0 / ratio))  # [T, 1]
         pypto.set_vec_tile_shapes(16, 16, 64)
         m = pypto.full([T, H, 1], NEG, f32)
         l = pypto.full([T, H, 1], 0.0, f32)
@@ -137,6 +143,8 @@ def build_program(dims: V2Dims, bugs: frozenset = frozenset(), mode: str = "sim"
             # insert an untiled REGISTER_COPY); the comparisons themselves are on int32.
             if cmax is None:
                 clf = pypto.where(c >= 0.0, 1.0, 0.0)
+            elif cut_fp32:
+                clf = pypto.where(c >= 0.0, 1.0, 0.0) * pypto.where(pypto.cast(c, f32) < bound_f, 1.0, 0.0)
             elif cmax < 0:
                 clf = pypto.full([T, KT], 0.0, f32)  # r > 2**31: (pos+1) // r == 0 always
             elif cmax == 0:
