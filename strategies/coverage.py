@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from contracts.v1 import derived_lengths, live_mask
+from strategies.v2.corners import V2_CORNERS
 
 #: Beyond the seed's own config (contract section 4): B=64, S=2, H=64, D=512, WIN=128,
 #: IDX_TOPK=512, BLOCK=128. A dimension above these is "large".
@@ -26,7 +27,7 @@ FP16_MAX = 65504.0
 MANY_LIVE = 1024
 
 #: name -> what a case must contain to hit the corner (shown in the report).
-CORNERS: dict[str, str] = {
+V1_CORNERS: dict[str, str] = {
     "large_dim": "a dimension above the seed config (B>64, S>2, H>64, D>512, WIN>128, "
                  "IDX_TOPK>512 or BLOCK>128)",
     "off_tile": "H, D, TOPK or BLOCK not a multiple of 16",
@@ -42,9 +43,17 @@ CORNERS: dict[str, str] = {
     "dominant_key": "one live key carries most of a token's softmax weight",
 }
 
+#: Every corner the report counts: v1's first, then those only v2 cases reach.
+CORNERS: dict[str, str] = {**V1_CORNERS, **{k: v for k, v in V2_CORNERS.items()
+                                            if k not in V1_CORNERS}}
+
 
 def corners(case) -> list[str]:
-    """The corners `case` (a `strategies.cases.Case`) hits, in `CORNERS` order."""
+    """The corners `case` (a `strategies.cases.Case`, or a v2 one) hits, in `CORNERS` order."""
+    if getattr(case.inputs, "CONVENTION", "v1") == "v2":
+        from strategies.v2.coverage import corners as v2_corners  # it imports this module
+
+        return v2_corners(case)
     c, i = case.config, case.inputs
     hit = set()
     if any(getattr(c, k) > v for k, v in SEED_CONFIG.items()):
@@ -71,7 +80,7 @@ def corners(case) -> list[str]:
         hit.add("many_live")
     if case.dominant:
         hit.add("dominant_key")
-    return [name for name in CORNERS if name in hit]
+    return [name for name in V1_CORNERS if name in hit]
 
 
 def _garbage_table(i) -> bool:

@@ -1,0 +1,32 @@
+"""The names and descriptions of the v2 corners (`strategies.v2.coverage`), apart from the
+code that detects them so that `strategies.coverage` can list them without importing it."""
+
+from __future__ import annotations
+
+#: Positions at or above this make an fp32 cut `trunc((p + 1) * (1 / r))` inexact (P4).
+FP32_EXACT = 2**24
+
+#: name -> what a v2 case must contain to hit the corner (shown in the report).
+V2_CORNERS: dict[str, str] = {
+    "cut_divisible": "compress_ratio r > 1 and a token with pos + 1 divisible by r",
+    "cut_not_divisible": "a compress_ratio r and a token with pos + 1 not divisible by r",
+    "no_cut": "compress_ratio None (the caller pre-cut the compressed lists)",
+    "distinct_positions": "a batch whose tokens are not at consecutive positions start + s",
+    "window_straddles_pages": "a window whose consecutive live lanes cross into a physical "
+                              "page that is not the next one",
+    "shared_pool_interleaved": "two batches' window pages interleaved in one ori pool",
+    "garbage_table": "an out-of-pool id in a block-table entry no live slot uses",
+    "slot_at_bound": "a compressed id exactly at the cut (pos + 1) // r",
+    "garbage_columns": "an idx_topk column >= index_topk holding an id that would be live",
+    "empty_token": "a token with no live lane at all",
+    "long_context": "a live compressed slot at or above 2^15 = 32768",
+    "far_position": f"a position at or above 2^24 = {FP32_EXACT} (an fp32 cut is inexact)",
+    "extreme_values": "a live logit above 88 in magnitude, a q.k partial sum or value sum "
+                      "above fp16's 65504, or a sink beyond +-1e30",
+    "strided": "a tensor argument that is not contiguous",
+    "dominant_key": "one live key carries most of a token's softmax weight",
+    "large_dim": "a dimension above the seed config (B>64, S>2, H>64, D>512, WIN>128, "
+                 "IDX_TOPK>512 or BLOCK>128)",
+    "off_tile": "H, D, TOPK or BLOCK not a multiple of 16",
+    "nonpositive_scale": "softmax_scale <= 0",
+}

@@ -1,0 +1,236 @@
+"""Meta-tests of the v2 strategies: every case is a valid v2 call, model-written inputs are
+what upstream's producers write (contracts/v2.py, docs upstream-v2 sections 1.6 and 3.5),
+preconditions are honoured, the budget holds and every v2 corner is reached."""
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.v2 import INT32_MAX, Preconditions, cmp_bound, live_lanes, validate
+from strategies.config import DEFAULT_BUDGET, cost
+from strategies.coverage import CORNERS, V1_CORNERS
+from strategies.coverage import corners as any_corners
+from strategies.v2.cases import Case, cases
+from strategies.v2.coverage import CORNERS as V2
+from strategies.v2.coverage import corners
+from strategies.v2.indexer import visible
+from strategies.v2.windows import lookup, window_rows
+
+DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
+
+
+def _max(t):
+    return int(t.max()) if t.numel() else -1
+
+
+def _dims(case):
+    return {k: getattr(case.config, k) for k in DIMS}
+
+
+@settings(max_examples=60)
+@given(case=cases())
+def test_every_case_is_a_valid_call(case):
+    validated = validate(**case.inputs.kwargs())
+    c = case.config
+    assert validated.window_swa_indices.shape == (c.T, c.WIN)
+    assert validated.idx_topk.shape == (c.T, c.L) and c.L >= c.IDX_TOPK
+    assert validated.compress_ratio == c.ratio and isinstance(case, Case)
+
+
+def _block(case, b, col):
+    return int(lookup(case.ori_block_table, torch.tensor([b]), torch.tensor([col]))[0])
+
+
+@settings(max_examples=60)
+@given(case=cases(adversarial=False))
+def test_model_windows_are_the_producers(case):
+    i, c = case.inputs, case.config
+    assert torch.equal(i.window_swa_indices,
+                       window_rows(i.position_ids, case.ori_block_table, c.S, c.WIN, c.BLOCK))
+    assert case.start_pos is not None and case.path in ("CSA", "HCA", "SWA")
+    pages = {}
+    for t, p in enumerate(i.position_ids.reshape(-1).tolist()):
+        b = t // c.S
+        want = list(range(max(0, p - c.WIN + 1), p + 1))     # oldest first, own position last
+        row = i.window_swa_indices[t].tolist()
+        assert row[len(want):] == [-1] * (c.WIN - len(want))
+        for lane, q in zip(row, want, strict=False):
+            blk = _block(case, b, q // c.BLOCK)
+            assert 0 <= blk < i.ori_kv.shape[0] and lane == blk * c.BLOCK + q % c.BLOCK
+            pages[(b, q // c.BLOCK)] = blk
+    # one shared pool: every page a window reads has its own block
+    assert len(set(pages.values())) == len(pages)
+
+
+@settings(max_examples=60)
+@given(case=cases(adversarial=False))
+def test_model_idx_rows_are_the_indexers(case):
+    i, c = case.inputs, case.config
+    kv_len = [s + c.S for s in case.start_pos]
+    V = visible(i.position_ids, kv_len, c)
+    for t in range(c.T):
+        row = i.idx_topk[t].tolist()
+        k = 0 if case.path == "SWA" else min(c.IDX_TOPK, int(V[t]))
+        head = row[:k]
+        assert row[k:] == [-1] * (c.L - k)                 # -1 tail, unread columns included
+        assert len(set(head)) == k and all(0 <= x < int(V[t]) for x in head)
+        if case.path == "HCA":
+            assert head == list(range(k))
+
+
+@settings(max_examples=60)
+@given(case=cases(adversarial=False))
+def test_model_positions_follow_the_starts(case):
+    pos = case.inputs.position_ids.reshape(case.config.B, case.config.S)
+    want = torch.tensor(case.start_pos)[:, None] + torch.arange(case.config.S)
+    assert torch.equal(pos.long(), want)
+
+
+PRE = Preconditions(canonical_rows=True, canonical_windows=True, finite_row0=True,
+                    finite_sinks=True, max_position=1000,
+                    dims={"H": (2,), "D": (16,), "WIN": (8,), "BLOCK": (4,), "S": (2,)})
+
+
+@settings(max_examples=60)
+@given(case=cases(PRE))
+def test_preconditions_are_honoured(case):
+    c, i = case.config, case.inputs
+    assert (c.H, c.D, c.WIN, c.BLOCK, c.S) == (2, 16, 8, 4, 2)
+    assert case.path in ("CSA", "HCA", "SWA")
+    assert torch.isfinite(i.attn_sink).all()
+    assert torch.isfinite(i.ori_kv.reshape(-1, c.D)[0].float()).all()
+    assert int(i.position_ids.max()) <= 1000 and _max(i.idx_topk) <= 1000
+    assert torch.equal(i.window_swa_indices,
+                       window_rows(i.position_ids, case.ori_block_table, c.S, c.WIN, c.BLOCK))
+
+
+@settings(max_examples=60)
+@given(case=cases(Preconditions(canonical_windows=True, max_position=5000), adversarial=True))
+def test_canonical_windows_and_max_position_hold_in_adversarial_cases(case):
+    c, i = case.config, case.inputs
+    assert case.path == "adversarial"
+    assert torch.equal(i.window_swa_indices,
+                       window_rows(i.position_ids, case.ori_block_table, c.S, c.WIN, c.BLOCK))
+    assert int(i.position_ids.max()) <= 5000 and _max(i.idx_topk) <= 5000
+
+
+@settings(max_examples=60)
+@given(case=cases(Preconditions(finite_row0=True, finite_sinks=True), adversarial=True))
+def test_finite_row0_and_sinks_in_adversarial_cases(case):
+    assert torch.isfinite(case.inputs.ori_kv.reshape(-1, case.config.D)[0].float()).all()
+    assert torch.isfinite(case.inputs.attn_sink).all()
+
+
+@pytest.mark.parametrize("pre", [Preconditions(), PRE, Preconditions(canonical_rows=True)],
+                         ids=["none", "canonical", "canonical_rows"])
+def test_empty_token_cases_have_one(pre):
+    @settings(max_examples=30)
+    @given(case=cases(pre, empty_token=True))
+    def check(case):
+        validate(**case.inputs.kwargs())
+        live_w, live_c = live_lanes(case.inputs)
+        assert bool((~(live_w.any(-1) | live_c.any(-1))).any())
+    check()
+
+
+@settings(max_examples=100)
+@given(case=cases())
+def test_cases_stay_within_the_budget(case):
+    i = case.inputs
+    assert cost(_dims(case)) <= DEFAULT_BUDGET
+    # the pools and tables stay of the budget's order however far the positions are
+    elements = (i.ori_kv.numel() + i.cmp_kv.numel()) + 16 * i.cmp_block_table.numel()
+    assert elements <= 2 * DEFAULT_BUDGET, (elements, case.describe(4))
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_a_given_config_is_kept(data):
+    first = data.draw(cases())
+    second = data.draw(cases(config=first.config))
+    assert dataclasses.replace(second.config, softmax_scale=0.0) == dataclasses.replace(
+        first.config, softmax_scale=0.0)
+
+
+REACHED = dict.fromkeys(V2, 0)
+
+
+@settings(max_examples=400, database=None)
+@given(case=st.booleans().flatmap(lambda e: cases(empty_token=e)))
+def test_cases_reach_the_corners(case):
+    """Not an assertion per example: counted in `REACHED`, checked below."""
+    for name in corners(case):
+        REACHED[name] += 1
+    assert any_corners(case) == corners(case)       # the v1 entry point dispatches
+
+
+def test_corners_were_reached():
+    test_cases_reach_the_corners()
+    missing = [k for k, v in REACHED.items() if not v]
+    assert not missing, f"400 cases never produced {missing}"
+
+
+def test_corner_names_are_listed_for_the_report():
+    assert list(CORNERS)[:len(V1_CORNERS)] == list(V1_CORNERS)
+    assert set(V2) <= set(CORNERS)
+
+
+def test_the_producer_straddles_non_adjacent_pages():
+    table = torch.tensor([[7, 2, 9]], dtype=torch.int32)
+    pos = torch.tensor([[5], [6]], dtype=torch.int32)
+    rows = window_rows(pos, table, seq_per_batch=2, window_size=6, block=4)
+    # positions 0..5 then 1..6: columns 0 (block 7) and 1 (block 2), oldest first
+    assert rows.tolist() == [[28, 29, 30, 31, 8, 9], [29, 30, 31, 8, 9, 10]]
+    assert rows.dtype == torch.int32
+    sparse = {0: {0: 7, 1: 2}}
+    assert torch.equal(window_rows(pos, sparse, 2, 6, 4), rows)
+
+
+def test_the_producer_pads_a_short_history():
+    table = torch.tensor([[3, -1], [0, 5]], dtype=torch.int32)
+    pos = torch.tensor([[0], [2], [1], [4]], dtype=torch.int32)
+    rows = window_rows(pos, table, seq_per_batch=2, window_size=4, block=4)
+    assert rows.tolist() == [[12, -1, -1, -1], [12, 13, 14, -1],
+                             [0, 1, -1, -1], [1, 2, 3, 20]]
+    # an unmapped column (-1 entry, or past the table) gives -1 lanes
+    far = window_rows(torch.tensor([[5], [9]], dtype=torch.int32), table[:1], 2, 4, 4)
+    assert far.tolist() == [[14, 15, -1, -1], [-1, -1, -1, -1]]
+
+
+def test_the_producer_reaches_int32_positions():
+    p = INT32_MAX - 1
+    sparse = {0: {p // 128: 0, p // 128 - 1: 3}}
+    rows = window_rows(torch.tensor([[p]], dtype=torch.int32), sparse, 1, 128, 128)
+    assert int(rows[0, -1]) == p % 128 and bool((rows >= 0).all())
+    assert lookup(sparse, torch.tensor([0]), torch.tensor([5])).tolist() == [-1]
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"window_size": 0}, "window_size"),
+    ({"block": 2.0}, "block"),
+    ({"seq_per_batch": 3}, "seq_per_batch"),
+    ({"position_ids": torch.tensor([[-1], [0]], dtype=torch.int32)}, "position_ids"),
+    ({"ori_block_table": torch.zeros(3, 2, dtype=torch.int32)}, "ori_block_table"),
+    ({"ori_block_table": [[0, 1]]}, "ori_block_table"),
+])
+def test_the_producer_names_bad_arguments(kwargs, name):
+    args = {"position_ids": torch.tensor([[0], [1]], dtype=torch.int32),
+            "ori_block_table": torch.zeros(1, 2, dtype=torch.int32), "seq_per_batch": 2,
+            "window_size": 4, "block": 4, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        window_rows(**args)
+
+
+def test_cut_bound_matches_contract_in_model_rows():
+    """The model's rows never hold an id at or past the kernel's own cut."""
+    @settings(max_examples=40)
+    @given(case=cases(adversarial=False))
+    def check(case):
+        i = case.inputs
+        bound = cmp_bound(i.position_ids, i.compress_ratio)
+        ids = i.idx_topk[:, :i.IDX_TOPK].long()
+        assert bool(((ids < 0) | (ids < bound[:, None])).all())
+    check()
