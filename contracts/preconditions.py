@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 
 #: Configuration dimensions a kernel may restrict with `Preconditions.dims`.
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")

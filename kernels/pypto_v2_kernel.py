@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 from contracts.v2 import Preconditions, validate
 from kernels.pypto_kernel import VERIFY_PASSES_ENV, _bucket, key_tile
 from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker
