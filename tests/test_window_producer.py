@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 from hypothesis import settings
-from strategies.v2.windows import lookup, window_rows
 
 from conformance.v2.test_window_producer import test_window_rows_list_exactly_the_last_win_positions as prop
 from plugin.selection import WindowBuilder
+from strategies.v2.windows import lookup, window_rows
 
 
 def _rows_of(positions, table, b, block):
