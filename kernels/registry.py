@@ -5,7 +5,8 @@
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
 `kernels.mutants.MUTANTS` (named `mutant-<bug>`) and the seeded bugs of the pypto program in
-`kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`). `--list-kernels`, `--kernel`
+`kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`) and the seeded bugs of the Triton
+program in `kernels.triton_kernel.BUG_NAMES` (named `mutant-triton-<bug>`). `--list-kernels`, `--kernel`
 globs and the kill-rate run's default (`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from kernels.interface import Kernel, KernelUnderTest
 from kernels.mutants import MUTANTS
 from kernels.pypto_program import BUGS as PYPTO_BUGS
+from kernels.triton_kernel import BUG_NAMES as TRITON_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
@@ -29,6 +31,7 @@ CORRECT = {
     "tiled": "kernels.tiled:sparse_attn",
     "positional": "kernels.positional:sparse_attn",
     "flashmla": "kernels.flashmla:sparse_attn",
+    "triton": "kernels.triton_kernel:sparse_attn",
 }
 
 #: The correct kernels written in torch alone: they run on any machine, in seconds (with the
@@ -76,6 +79,12 @@ def _pypto_faulty(bug: str) -> Kernel:
     return pypto_kernel.faulty(bug)
 
 
+def _triton_faulty(bug: str) -> Kernel:
+    from kernels import triton_kernel
+
+    return triton_kernel.faulty(bug)
+
+
 def _catalogue() -> dict[str, Entry]:
     entries = [Entry(name, False, name in TORCH, functools.partial(_resolve, name, target))
                for name, target in CORRECT.items()]
@@ -83,10 +92,12 @@ def _catalogue() -> dict[str, Entry]:
                 for bug in MUTANTS]
     entries += [Entry(f"mutant-pypto-{bug}", True, False, functools.partial(_pypto_faulty, bug))
                 for bug in PYPTO_BUGS]
+    entries += [Entry(f"mutant-triton-{bug}", True, False, functools.partial(_triton_faulty, bug))
+                for bug in TRITON_BUGS]
     return {e.name: e for e in entries}
 
 
-#: Every built-in kernel by name: the correct ones, the torch mutants, the pypto mutants.
+#: Every built-in kernel by name: the correct ones, the torch, pypto and Triton mutants.
 CATALOGUE = _catalogue()
 
 
@@ -131,7 +142,10 @@ def load(name: str) -> Kernel:
         raise LookupError(
             f"--kernel: expected a built-in name (see --list-kernels) or module:callable, "
             f"got {name!r}")
-    return _resolve(name, name)
+    from kernels import triton_interpret
+
+    # a user's Triton kernel under TRITON_INTERPRET=1 gets the interpreter's bf16 fix
+    return triton_interpret.for_kernel_under_test(_resolve(name, name))
 
 
 _loaded: dict[str, KernelUnderTest] = {}
