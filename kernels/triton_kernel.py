@@ -32,6 +32,8 @@ from contracts.v1 import Inputs, validate
 PACKAGE = "triton==3.9.0"
 #: Key tile: entries per online-softmax step (tl.dot needs every dimension >= 16 on a GPU).
 BLOCK_T = 16
+#: The share of each profile's examples a run through the interpreter makes (`example_fraction`).
+INTERPRETER_EXAMPLE_FRACTION = 0.1
 
 
 def _truthy(value: str | None) -> bool:
@@ -88,6 +90,12 @@ class TritonKernel:
 
     def __repr__(self) -> str:
         return f"TritonKernel(bug={self.bug!r})"
+
+    @property
+    def example_fraction(self) -> float:
+        """All of a profile's examples on a GPU; through the interpreter (about 0.5 examples
+        a second on one shared core of this project's CI machine) a tenth, at least 3."""
+        return 1.0 if on_gpu() else INTERPRETER_EXAMPLE_FRACTION
 
     def available(self) -> str | None:
         return _import_triton(interpret=not on_gpu())
