@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 
 import numpy as np
+import torch
 
 #: triton versions this fix was checked on (the interpreter's builder methods it replaces
 #: and the wrong results it corrects).
@@ -113,7 +114,10 @@ def install() -> None:
         if a.dtype.scalar != b.dtype.scalar:
             raise TypeError(f"tl.dot of {a.dtype.scalar} and {b.dtype.scalar}: expected equal operand dtypes")
         # bf16 products are exact in fp32; the accumulator is fp32 (a bf16 one is rounded once)
-        prod = np.matmul(bf16_bits_to_f32(a.data), bf16_bits_to_f32(b.data))
+        # torch's matmul, not numpy's: it keeps to the suite's torch thread share per worker,
+        # where numpy's multithreaded BLAS stalls for milliseconds a call on a loaded machine
+        prod = torch.matmul(torch.from_numpy(bf16_bits_to_f32(a.data)),
+                            torch.from_numpy(bf16_bits_to_f32(b.data))).numpy()
         if d.dtype.scalar == bf16:
             out = f32_to_bf16_bits(prod + bf16_bits_to_f32(d.data))
         else:

@@ -32,6 +32,8 @@ from contracts.v1 import Inputs, validate
 PACKAGE = "triton==3.9.0"
 #: Key tile: entries per online-softmax step (tl.dot needs every dimension >= 16 on a GPU).
 BLOCK_T = 16
+#: Through the interpreter: at most this many (token, head) rows, and this many tokens, a program.
+INTERPRETER_ROWS, INTERPRETER_TOKENS = 512, 64
 #: The share of each profile's examples a run through the interpreter makes (`example_fraction`).
 INTERPRETER_EXAMPLE_FRACTION = 0.1
 
@@ -135,14 +137,14 @@ class TritonKernel:
         sink, seqused = inputs.attn_sink.to(dev), inputs.seqused_kv.to(dev)
         B, S, H, D = inputs.B, inputs.S, inputs.H, inputs.D
         o = torch.empty((B, S, H, D), dtype=torch.bfloat16, device=dev)
-        block_h = 16 if gpu else max(16, min(triton_next_pow2(H), 64))
+        block_s, block_h, block_t = launch_blocks(B * S, H, gpu)
         block_d = max(16, triton_next_pow2(D))
-        grid = (B * S, -(-H // block_h))
+        grid = (-(-(B * S) // block_s), -(-H // block_h))
         args = (q, ori, ori_bt, cmp, cmp_bt, idx, sink, seqused, o,
-                float(inputs.softmax_scale), S, H, D, inputs.window_size, inputs.TOPK, inputs.BLOCK,
+                float(inputs.softmax_scale), B * S, S, H, D, inputs.window_size, inputs.TOPK, inputs.BLOCK,
                 *q.stride(), *ori.stride(), *ori_bt.stride(), *cmp.stride(), *cmp_bt.stride(),
                 *idx.stride(), *sink.stride(), *seqused.stride())
-        consts = dict(BLOCK_H=block_h, BLOCK_D=block_d, BLOCK_T=BLOCK_T, BUG=bug)
+        consts = dict(BLOCK_S=block_s, BLOCK_H=block_h, BLOCK_D=block_d, BLOCK_T=block_t, BUG=bug)
         if gpu:
             program[grid](*args, **consts)
         else:
@@ -151,6 +153,21 @@ class TritonKernel:
             with _interpret_env(), triton_interpret.faithful():
                 program[grid](*args, **consts)
         return o.cpu()
+
+
+def launch_blocks(tokens: int, H: int, gpu: bool) -> tuple[int, int, int]:
+    """`(BLOCK_S, BLOCK_H, BLOCK_T)`: tokens, heads and key entries of one program.
+
+    GPU: one token and 16 heads a program, 16-entry key tiles (tl.dot's smallest shape).
+    Interpreter: its cost is Python's, per executed Triton operation and program, nearly
+    independent of the tiles' sizes; so every head (up to `INTERPRETER_ROWS`) and as many
+    tokens as keep a program within `INTERPRETER_ROWS` (token, head) rows and
+    `INTERPRETER_TOKENS` tokens (numpy's work per operation grows with them)."""
+    if gpu:
+        return 1, 16, BLOCK_T
+    block_h = min(triton_next_pow2(H), INTERPRETER_ROWS)
+    block_s = max(1, min(INTERPRETER_ROWS // block_h, INTERPRETER_TOKENS, triton_next_pow2(tokens)))
+    return block_s, block_h, BLOCK_T
 
 
 def triton_next_pow2(n: int) -> int:
