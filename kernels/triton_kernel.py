@@ -95,8 +95,8 @@ class TritonKernel:
 
     @property
     def example_fraction(self) -> float:
-        """All of a profile's examples on a GPU; through the interpreter (about 0.5 examples
-        a second on one shared core of this project's CI machine) a tenth, at least 3."""
+        """All of a profile's examples on a GPU; through the interpreter (0.1-0.3 s a call,
+        about 1 example a second on this project's shared 2-core machine) a tenth, at least 3."""
         return 1.0 if on_gpu() else INTERPRETER_EXAMPLE_FRACTION
 
     def available(self) -> str | None:
