@@ -169,7 +169,9 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     if empty_token and not adversarial:
         # a batch whose cache is shorter than the call: its first tokens see nothing, and
         # its row (the model's, for that length) has no compressed entry
-        seqused[0] = draw(st.integers(0, cfg.S - 1), label="short_seqused")
+        # at most WIN: the model's row for a cache that short has no compressed entry (with
+        # WIN < S - 1 a longer one would derive live compressed slots the row does not hold)
+        seqused[0] = draw(st.integers(0, min(cfg.S - 1, cfg.WIN)), label="short_seqused")
         n_cmp[0] = 0
         start_pos = None  # the lengths no longer follow the model's positions
     seqused_t = torch.tensor(seqused, dtype=torch.int32)
