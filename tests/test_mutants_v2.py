@@ -264,8 +264,8 @@ def test_v2_kernels_are_registered():
 def test_catalogue_order_puts_v2_mutants_between_v1_and_pypto():
     faulty = registry.builtin_names(faulty=True)
     kinds = ["pypto" if n.startswith("mutant-pypto-") else "v2" if n.startswith("mutant-v2-")
-             else "v1" for n in faulty]
-    assert kinds == sorted(kinds, key=["v1", "v2", "pypto"].index)
+             else "triton" if n.startswith("mutant-triton-") else "v1" for n in faulty]
+    assert kinds == sorted(kinds, key=["v1", "v2", "pypto", "triton"].index)
     assert [n for n in faulty if n.startswith("mutant-v2-")] == [
         f"mutant-v2-{n}" for n in MUTANTS_V2]
 
