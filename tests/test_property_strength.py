@@ -2,10 +2,7 @@
 in-process, against the faulty kernel named beside it, and must fail by its own assertion
 (a kernel that raises is a crash, not a property's catch)."""
 
-from contextlib import contextmanager
-
 import pytest
-from hypothesis import settings
 
 from conformance import test_determinism, test_reference_match, test_sink_and_empty
 from conformance.v1 import (
@@ -21,6 +18,7 @@ from conformance.v2 import test_causal_cut
 from conformance.v2 import test_independence as test_independence_v2
 from conformance.v2 import test_invariance as test_invariance_v2
 from kernels.registry import kernel_under_test
+from tests.in_profile import in_profile
 
 CATCHES = [
     (test_reference_match.test_matches_reference, "mutant-sink-dropped"),
@@ -53,17 +51,12 @@ CATCHES = [
 ]
 
 
-@contextmanager
-def profile_for(prop):
-    """The kill-rate run's profile (derandomized, so the verdict is the same on every run);
-    the model-shape property runs in the ci profile only: that one for it."""
-    before = settings.get_current_profile_name()
-    model = prop is test_model_shape.test_model_attention_shape_matches_reference
-    settings.load_profile("ci" if model else "kill")
-    try:
-        yield
-    finally:
-        settings.load_profile(before)
+def in_its_profile(prop, shrink: bool = True):
+    """`prop` under the kill-rate run's profile (derandomized, so the verdict is the same on
+    every run); the model-shape property under the ci profile, with its own 4 examples."""
+    if prop is test_model_shape.test_model_attention_shape_matches_reference:
+        return in_profile(prop, "ci", max_examples=4, shrink=shrink)
+    return in_profile(prop, "kill", shrink=shrink)
 
 
 def all_properties():
@@ -86,8 +79,8 @@ def test_every_kernel_property_is_listed():
 
 @pytest.mark.parametrize("prop, mutant", CATCHES, ids=[f"{p.__name__}-{m}" for p, m in CATCHES])
 def test_property_catches_its_mutant(prop, mutant):
-    with pytest.raises(Exception) as info, profile_for(prop):
-        prop(kernel=kernel_under_test(mutant))
+    with pytest.raises(Exception) as info:
+        in_its_profile(prop)(kernel=kernel_under_test(mutant))
     # Hypothesis may also find the mutant crashing (an ExceptionGroup of distinct failures);
     # the property's own check must be among them: a crash alone is not the property's catch
     errors = info.value.exceptions if isinstance(info.value, ExceptionGroup) else [info.value]
@@ -99,5 +92,4 @@ def test_property_catches_its_mutant(prop, mutant):
     key=lambda pc: (pc[0].__module__, pc[0].__name__, pc[1])),
     ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_property_passes_on_the_reference(prop, convention):
-    with profile_for(prop):
-        prop(kernel=kernel_under_test("reference" if convention == "v1" else "reference-v2"))
+    in_its_profile(prop)(kernel=kernel_under_test("reference" if convention == "v1" else "reference-v2"))

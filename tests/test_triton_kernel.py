@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import Phase, settings
 
 from attention.compare import compare, golden, tolerance
 from conformance import test_reference_match, test_sink_and_empty
 from conformance.v1 import test_invariance
 from kernels import registry, triton_kernel
-from tests.test_property_strength import profile_for
+from tests.test_property_strength import in_its_profile
 
 needs_triton = pytest.mark.skipif(triton_kernel.sparse_attn.available() is not None,
                                   reason=str(triton_kernel.sparse_attn.available()))
@@ -102,8 +101,7 @@ def test_every_triton_bug_has_a_catch():
 def test_property_catches_the_triton_mutant(prop, mutant):
     # the kill profile's examples, without shrinking: the catch is the property's assertion on
     # the first failing example; shrinking through the interpreter costs minutes a mutant
-    with pytest.raises(Exception) as info, profile_for(prop):
-        no_shrink = settings(settings.default, phases=[p for p in Phase if p is not Phase.shrink])
-        no_shrink(prop)(kernel=registry.kernel_under_test(mutant))
+    with pytest.raises(Exception) as info:
+        in_its_profile(prop, shrink=False)(kernel=registry.kernel_under_test(mutant))
     errors = info.value.exceptions if isinstance(info.value, ExceptionGroup) else [info.value]
     assert any(isinstance(e, AssertionError) for e in errors), errors

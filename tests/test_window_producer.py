@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
-from hypothesis import settings
 
 from conformance.v2.test_window_producer import test_window_rows_list_exactly_the_last_win_positions as prop
 from plugin.selection import WindowBuilder
 from strategies.v2.windows import lookup, window_rows
+from tests.in_profile import in_profile
 
 
 def _rows_of(positions, table, b, block):
@@ -53,12 +53,7 @@ FAULTY = [one_ahead, current_left_out, first_page_only]
 
 def _run(builder):
     """The property in the kill-rate run's profile (derandomized: the same verdict each run)."""
-    before = settings.get_current_profile_name()
-    settings.load_profile("kill")
-    try:
-        prop(window_builder=builder)
-    finally:
-        settings.load_profile(before)
+    in_profile(prop, "kill")(window_builder=builder)
 
 
 def test_the_suites_builder_passes():
