@@ -105,9 +105,11 @@ def _pick_compressed(gen: torch.Generator, cmp_valid: int, n: int, block: int) -
         return _pick(gen, 0, cmp_valid, n)
     n_blocks = -(-cmp_valid // block)
     anchors = {n_blocks - 1}
-    for edge in (2**15, 2**16):
+    for edge in (2**15, 2**16, 2**24 + 1):
         if edge < cmp_valid:
             anchors.add(edge // block)
+    # table columns just past the edges of 12-, 15- and 16-bit column fields
+    anchors |= {col for col in (2**12, 2**15, 2**16) if col < n_blocks}
     anchors |= set(torch.randint(0, n_blocks, (CLUSTERS,), generator=gen).tolist())
     anchors = sorted(anchors)
     out = []
