@@ -205,7 +205,8 @@ class FirstHeadOfTile(TiledKernelV2):
 
 
 class CutFp32(TiledKernelV2):
-    """The cut `floor((pos + 1) / r)` computed as upstream pypto-lib does, in fp32:
+    """The cut `floor((pos + 1) / r)` computed in fp32, as upstream's kernel does today (the
+    kernel after #728; /work/shared/upstream-v2.md section 1.3):
     `trunc(float(pos + 1) * float(1 / r))`. Exact for small positions; from 2^24 on
     `pos + 1` rounds (and the product rounds too), so the bound moves and an id at the true
     cut is read, or one just below it dropped. Exposed by positions near and past 2^24
