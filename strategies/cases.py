@@ -106,7 +106,7 @@ def _columns(slots: torch.Tensor, live: torch.Tensor, block: int) -> list[set[in
 
 
 def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, seqused,
-          window_valid, cmp_valid, gen) -> torch.Tensor:
+          window_valid, cmp_valid, gen, min_live: int = 0) -> torch.Tensor:
     rows = torch.full((cfg.B, cfg.S, cfg.TOPK), -1, dtype=torch.int32)
     if not adversarial:
         for b in range(cfg.B):
@@ -115,7 +115,7 @@ def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, sequ
             rows[b, :] = torch.tensor(canonical_row(cfg, seqused[b], n_cmp, order))
         return rows
     n = draw(st.integers(1, min(MAX_RECIPES, cfg.B * cfg.S)), label="recipes")
-    recipes = [draw(row_recipes(cfg.TOPK), label=f"recipe[{i}]") for i in range(n)]
+    recipes = [draw(row_recipes(cfg.TOPK, min_live), label=f"recipe[{i}]") for i in range(n)]
     # a shared row is built against the last token's lengths, so its entries are live for
     # the last token and partly dead for the earlier ones
     shared = cfg.B * cfg.S > SHARED_ROWS_ABOVE or draw(st.booleans(), label="shared_rows")
@@ -167,10 +167,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     start_pos = None
     if adversarial:
         path = "adversarial"
-        if edge in ("lengths", "table"):
+        if edge is not None:
             seqused = list(draw(edges.edge_seqused(cfg, edge), label="edge_seqused"))
-        elif edge is not None:
-            seqused = list(draw(out_of_model_seqused(cfg, gen, "typical"), label="seqused"))
         elif ring is not None or draw(st.booleans(), label="model_lengths"):
             start_pos = draw(start_positions(cfg, gen, ring, pre.max_seqused))
             seqused = [model_seqused(cfg, p) for p in start_pos]
@@ -192,7 +190,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     seqused_t = torch.tensor(seqused, dtype=torch.int32)
     _, window_valid, cmp_valid = derived_lengths(seqused_t, cfg.S, cfg.WIN)
 
-    rows = _rows(draw, cfg, adversarial, path, n_cmp, seqused, window_valid, cmp_valid, gen)
+    rows = _rows(draw, cfg, adversarial, path, n_cmp, seqused, window_valid, cmp_valid, gen,
+                 min_live=0 if edge is None else 1)
     if empty_token and adversarial:
         b, s = (int(torch.randint(n, (1,), generator=gen)) for n in (cfg.B, cfg.S))
         rows[b, s] = empty_row(rows[b, s], int(window_valid[b, s]), int(cmp_valid[b, s]), cfg.WIN)

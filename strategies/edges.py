@@ -34,8 +34,8 @@ EDGE_COLUMNS = 2**17 + 64
 EDGE_MODES = ("lengths", "table", "heads", "tokens")
 #: How often each mode is drawn beside `NORMAL_WEIGHT` ordinary cases: about one case in
 #: four is an edge case; the 2^16-head and 2^16-token ones (about a second each) are rarer.
-MODE_WEIGHTS = {"lengths": 2, "table": 2, "heads": 1, "tokens": 1}
-NORMAL_WEIGHT = 20
+MODE_WEIGHTS = {"lengths": 3, "table": 2, "heads": 1, "tokens": 2}
+NORMAL_WEIGHT = 16
 #: Page sizes of the "lengths" mode: powers of two and odd ones, all >= 2^14.
 LONG_PAGES = (2**14, 2**14 + 3, 2**15 - 1, 2**15, 2**16)
 
@@ -68,7 +68,7 @@ def edge_configs(draw, mode: str, min_S: int = 1) -> Config:
     else:
         d["BLOCK"] = draw(st.integers(1, 4), label="edge_BLOCK")
         d["D"] = min(d["D"], 2)
-        past = draw(st.sampled_from((1, 2, 17)), label="past_launch_limit")
+        past = draw(st.sampled_from((1, 17, 2**10)), label="past_launch_limit")
         if mode == "heads":
             d.update(B=1, S=min_S, H=LAUNCH_LIMIT + past, IDX_TOPK=min(d["IDX_TOPK"], 4))
         else:
@@ -79,21 +79,27 @@ def edge_configs(draw, mode: str, min_S: int = 1) -> Config:
     return Config(ratio=ratio, softmax_scale=factor * d["D"] ** -0.5, **d)
 
 
-#: What a "lengths" batch's `seqused_kv` is near (offsets are drawn around each).
-LENGTH_EDGES = ("int32_top", "fp32_exact", "u16", "huge")
+#: What a "lengths" batch's `seqused_kv` is near (offsets are drawn around each); the top
+#: of int32 twice, as only its last few values overflow.
+LENGTH_EDGES = ("int32_top", "fp32_exact", "int32_top", "u16", "huge")
 
 
 @st.composite
 def edge_seqused(draw, cfg: Config, mode: str) -> tuple[int, ...]:
-    """Per-batch `seqused_kv` for a "lengths" or "table" edge case (Hypothesis draws every
-    batch: an edge case has at most 2)."""
+    """Per-batch `seqused_kv` for an edge case of `mode` (Hypothesis draws every batch: an
+    edge case has at most 2)."""
     out = []
     for b in range(cfg.B):
+        if mode in ("heads", "tokens"):
+            # the last tokens (those past the launch limit) see at least one slot
+            out.append(draw(st.integers(1, cfg.WIN + cfg.IDX_TOPK + cfg.S + 2),
+                            label=f"seqused_kv[{b}]"))
+            continue
         if mode == "lengths":
             out.append(draw(_long_length(cfg, b)))
             continue
         if mode != "table":
-            raise ValueError(f"edge_seqused: mode expected 'lengths' or 'table', got {mode!r}")
+            raise ValueError(f"edge_seqused: mode expected one of {EDGE_MODES}, got {mode!r}")
         # the last live slot in a column just before or past 2^12, 2^15 or 2^16
         col = draw(st.sampled_from((2**12, 2**15, 2**16)), label=f"edge_column[{b}]")
         col += draw(st.integers(-1, 3), label=f"column_offset[{b}]")
@@ -106,8 +112,9 @@ def edge_seqused(draw, cfg: Config, mode: str) -> tuple[int, ...]:
 def _long_length(draw, cfg: Config, b: int) -> int:
     edge = draw(st.sampled_from(LENGTH_EDGES), label=f"length_edge[{b}]")
     if edge == "int32_top":
-        # within S + 2 of the top: `seqused + 1 + s` passes INT32_MAX for the last tokens
-        return INT32_MAX - draw(st.integers(0, cfg.S + 2), label=f"below_int32_max[{b}]")
+        # within S - 1 of the top: `seqused + 1 + s` passes INT32_MAX for the last token
+        # (the "huge" edge takes the values below)
+        return INT32_MAX - draw(st.integers(0, cfg.S - 1), label=f"below_int32_max[{b}]")
     if edge == "huge":
         return draw(st.integers(2**31 - 2**8, INT32_MAX), label=f"huge_seqused[{b}]")
     base = 2**24 if edge == "fp32_exact" else 2**16

@@ -58,11 +58,12 @@ DENSITIES = ("few", "any", "full")
 
 
 @st.composite
-def row_recipes(draw, topk: int) -> RowRecipe:
+def row_recipes(draw, topk: int, min_live: int = 0) -> RowRecipe:
     """Counts per entry kind (shrinking to an all-pad row) and an arrangement. The live
     entries are a few, any number, or the whole row (a row full of live keys, where a
     kernel that caps its candidates or drops one key among many shows); the other kinds
-    take a few entries each."""
+    take a few entries each. `min_live`: at least this many live compressed entries (an
+    edge case's point is a live entry at the edge; they are dropped where none can be live)."""
     density = draw(st.sampled_from(DENSITIES), label="density")
     counts = dict.fromkeys(KINDS, 0)
     if density == "full":
@@ -72,7 +73,8 @@ def row_recipes(draw, topk: int) -> RowRecipe:
         budget = topk
         for kind in KINDS[:3] + KINDS[4:]:
             many = density == "any" and kind in ("live_window", "live_cmp")
-            n = draw(st.integers(0, budget if many else min(budget, 6)), label=kind)
+            lo = min(min_live, budget) if kind == "live_cmp" else 0
+            n = draw(st.integers(lo, budget if many else max(lo, min(budget, 6))), label=kind)
             counts[kind] = n
             budget -= n
     counts.pop("pad")
