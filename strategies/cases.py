@@ -46,6 +46,7 @@ class Case:
     values: the value regime (strategies/values.py).
     extremes: values beyond fp16's range or logits beyond an unshifted exp's.
     dominant: some token has one key carrying most of its softmax weight.
+    edge: the edge mode (`strategies.edges.EDGE_MODES`) of an edge case, else None.
     """
 
     inputs: Inputs
@@ -56,6 +57,7 @@ class Case:
     values: str = "tame"
     extremes: bool = False
     dominant: bool = False
+    edge: str | None = None
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
@@ -244,7 +246,7 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     extremes = spec["regime"] == "extreme" and _beyond_fp16(inputs)
     inputs = inputs.replace(layout=draw(layouts(inputs), label="layout"))
     return Case(inputs=inputs, config=cfg, path=path, start_pos=start_pos, seed=seed,
-                values=spec["regime"], extremes=extremes, dominant=dominant)
+                values=spec["regime"], extremes=extremes, dominant=dominant, edge=edge)
 
 
 def _dominate(inputs: Inputs, live: torch.Tensor, gen: torch.Generator) -> Inputs:

@@ -32,6 +32,10 @@ LAUNCH_LIMIT = 65535
 #: `INT32_MAX` slots with pages of 2^14 + 3 rows).
 EDGE_COLUMNS = 2**17 + 64
 EDGE_MODES = ("lengths", "table", "heads", "tokens")
+#: What an edge case may cost (`strategies.config.cost`) whatever the profile's budget: 2^16
+#: tokens cost about a second (above every profile's budget), so they are drawn in a fixed
+#: share of examples instead of growing with the budget.
+EDGE_COST = 2**31
 #: How often each mode is drawn beside `NORMAL_WEIGHT` ordinary cases: about one case in
 #: four is an edge case; the 2^16-head and 2^16-token ones (about a second each) are rarer.
 MODE_WEIGHTS = {"lengths": 3, "table": 2, "heads": 1, "tokens": 2}
