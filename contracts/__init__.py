@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
 #: The conventions, oldest first; a kernel that declares none is taken as the first.

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 
 
 class LaidOut:

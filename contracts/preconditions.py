@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 
 #: Configuration dimensions a kernel may restrict with `Preconditions.dims`.
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
@@ -47,6 +47,9 @@ class Preconditions:
         position (P6: Flash builds gather the window in page runs derived from positions).
     max_position: the largest `position_ids` value, and with it the largest compressed
         slot id, the kernel takes (P4: `2**24 - 1` for a cut computed in fp32).
+    max_cmp_columns: the widest `cmp_block_table` (`M`) the kernel takes, and so live
+        compressed slots below `max_cmp_columns * BLOCK` (a kernel compiled for a table
+        width); positions stay free.
     """
 
     canonical_rows: bool = False
@@ -58,6 +61,7 @@ class Preconditions:
     finite_row0: bool = False
     canonical_windows: bool = False
     max_position: int | None = None
+    max_cmp_columns: int | None = None
 
     def __post_init__(self):
         for key, values in self.dims.items():
@@ -77,6 +81,10 @@ class Preconditions:
                 not isinstance(self.max_seqused, int) or self.max_seqused < 0):
             raise ContractError(f"Preconditions.max_seqused: expected None or an int >= 0, "
                                 f"got {self.max_seqused!r}")
+        if self.max_cmp_columns is not None and (
+                not isinstance(self.max_cmp_columns, int) or self.max_cmp_columns < 1):
+            raise ContractError(f"Preconditions.max_cmp_columns: expected None or an int >= 1, "
+                                f"got {self.max_cmp_columns!r}")
         if self.max_position is not None and (
                 not isinstance(self.max_position, int) or self.max_position < 0):
             raise ContractError(f"Preconditions.max_position: expected None or an int >= 0, "
@@ -112,4 +120,7 @@ class Preconditions:
             out.append("window rows other than the producer's (adversarial window lanes)")
         if self.max_position is not None:
             out.append(f"positions and compressed slot ids above {self.max_position}")
+        if self.max_cmp_columns is not None:
+            out.append(f"compressed block tables wider than {self.max_cmp_columns} columns "
+                       f"(live slots past {self.max_cmp_columns} * BLOCK)")
         return out

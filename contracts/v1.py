@@ -9,7 +9,6 @@ what came. Nothing is clamped or dropped silently.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -17,7 +16,8 @@ from typing import ClassVar
 import torch
 
 from attention.attended import Attended
-from contracts.errors import ContractError, expect, tensor
+from contracts import checks
+from contracts.checks import ContractError, expect, tensor
 from contracts.inputs import LaidOut
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
@@ -156,28 +156,13 @@ def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def validate(**kw) -> Inputs:
     """Check one kernel call's arguments against the contract; return them as `Inputs`."""
-    missing = [a for a in ARGUMENTS if a not in kw]
-    extra = [a for a in kw if a not in ARGUMENTS]
-    expect(not missing and not extra, "arguments", f"exactly {ARGUMENTS}",
-            f"missing {missing}, unexpected {extra}")
+    checks.arguments(kw, ARGUMENTS)
     q = tensor("q", kw["q"], torch.bfloat16, 4)
     B, S, H, D = q.shape
     expect(min(B, S, H, D) >= 1, "q", "all of B, S, H, D >= 1", f"shape {tuple(q.shape)}")
-
-    win = kw["window_size"]
-    expect(isinstance(win, int) and not isinstance(win, bool) and win >= 1,
-            "window_size", "an int >= 1", repr(win))
-    scale = kw["softmax_scale"]
-    expect(isinstance(scale, (float, int)) and not isinstance(scale, bool)
-            and math.isfinite(scale), "softmax_scale", "a finite python float", repr(scale))
-
-    ori_kv = tensor("ori_kv", kw["ori_kv"], torch.bfloat16, 3)
-    block = ori_kv.shape[1]
-    expect(ori_kv.shape[0] >= 1 and block >= 1 and ori_kv.shape[2] == D, "ori_kv",
-            f"shape [N_ori >= 1, BLOCK >= 1, D={D}]", f"shape {tuple(ori_kv.shape)}")
-    cmp_kv = tensor("cmp_kv", kw["cmp_kv"], torch.bfloat16, 3)
-    expect(cmp_kv.shape[0] >= 1 and cmp_kv.shape[1:] == (block, D), "cmp_kv",
-            f"shape [N_cmp >= 1, BLOCK={block}, D={D}]", f"shape {tuple(cmp_kv.shape)}")
+    win = checks.python_int("window_size", kw["window_size"], 1)
+    scale = checks.softmax_scale(kw["softmax_scale"])
+    ori_kv, cmp_kv, block = checks.pools(kw, D)
 
     ori_bt = tensor("ori_block_table", kw["ori_block_table"], torch.int32, 2)
     n_win_blocks = -(-win // block)
@@ -191,16 +176,12 @@ def validate(**kw) -> Inputs:
     expect(topk.shape[0] == B and topk.shape[1] == S and topk.shape[2] >= win, "topk_idxs",
             f"shape [B={B}, S={S}, TOPK = WIN + IDX_TOPK >= WIN={win}]",
             f"shape {tuple(topk.shape)}")
-    sink = tensor("attn_sink", kw["attn_sink"], torch.float32, 1)
-    expect(tuple(sink.shape) == (H,), "attn_sink", f"shape [H={H}]", f"shape {tuple(sink.shape)}")
-    expect(not torch.isnan(sink).any().item(), "attn_sink", "no NaN (+inf/-inf are allowed)",
-            sink.tolist())
+    sink = checks.attn_sink(kw, H)
     seqused = tensor("seqused_kv", kw["seqused_kv"], torch.int32, 1)
     expect(tuple(seqused.shape) == (B,), "seqused_kv", f"shape [B={B}] (one length per batch)",
             f"shape {tuple(seqused.shape)}")
     expect(bool((seqused >= 0).all()), "seqused_kv", "every entry >= 0", seqused.tolist())
-    for name, t in (("q", q), ("ori_kv", ori_kv), ("cmp_kv", cmp_kv)):
-        expect(t.device.type == "cpu", name, "a CPU tensor", t.device)
+    checks.on_cpu(q=q, ori_kv=ori_kv, cmp_kv=cmp_kv)
 
     # Every slot a token may read must be addressed inside its pool. The batch's last token
     # has the largest derived lengths, so checking it covers all tokens.
@@ -224,14 +205,9 @@ def validate(**kw) -> Inputs:
                 used.tolist())
     return Inputs(q=q, ori_kv=ori_kv, ori_block_table=ori_bt, cmp_kv=cmp_kv,
                   cmp_block_table=cmp_bt, topk_idxs=topk, attn_sink=sink, seqused_kv=seqused,
-                  softmax_scale=float(scale), window_size=win)
+                  softmax_scale=scale, window_size=win)
 
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:
     """Check a kernel's return value; return it as a CPU fp32 tensor."""
-    shape = (inputs.B, inputs.S, inputs.H, inputs.D)
-    expect(isinstance(o, torch.Tensor), "kernel output", "a torch.Tensor", type(o).__name__)
-    expect(tuple(o.shape) == shape, "kernel output", f"shape {list(shape)} ([B, S, H, D])",
-            f"shape {list(o.shape)}")
-    expect(o.is_floating_point(), "kernel output", "a floating dtype", o.dtype)
-    return o.detach().to("cpu", torch.float32)
+    return checks.output(o, (inputs.B, inputs.S, inputs.H, inputs.D), "[B, S, H, D]")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from contracts import v1, v2
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 
 
 def _live_first(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ when `compress_ratio` is None), and reads row `c % BLOCK` of block
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -22,7 +21,8 @@ from typing import ClassVar
 import torch
 
 from attention.attended import Attended
-from contracts.errors import ContractError, expect, python_int, tensor
+from contracts import checks
+from contracts.checks import ContractError, expect, python_int, tensor
 from contracts.inputs import LaidOut
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
@@ -175,10 +175,7 @@ def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
 
 def validate(**kw) -> Inputs:
     """Check one v2 kernel call's arguments against the contract; return them as `Inputs`."""
-    missing = [a for a in ARGUMENTS if a not in kw]
-    extra = [a for a in kw if a not in ARGUMENTS]
-    expect(not missing and not extra, "arguments", f"exactly {ARGUMENTS}",
-           f"missing {missing}, unexpected {extra}")
+    checks.arguments(kw, ARGUMENTS)
     q = tensor("q", kw["q"], torch.bfloat16, 3)
     T, H, D = q.shape
     expect(min(T, H, D) >= 1, "q", "shape [T >= 1, H >= 1, D >= 1]", f"shape {tuple(q.shape)}")
@@ -190,17 +187,8 @@ def validate(**kw) -> Inputs:
     expect(ratio is None or (isinstance(ratio, int) and not isinstance(ratio, bool)
                              and ratio >= 1), "compress_ratio",
            "an int >= 1, or None (no cut: the caller pre-cut the compressed lists)", repr(ratio))
-    scale = kw["softmax_scale"]
-    expect(isinstance(scale, (float, int)) and not isinstance(scale, bool)
-           and math.isfinite(scale), "softmax_scale", "a finite python float", repr(scale))
-
-    ori_kv = tensor("ori_kv", kw["ori_kv"], torch.bfloat16, 3)
-    block = ori_kv.shape[1]
-    expect(ori_kv.shape[0] >= 1 and block >= 1 and ori_kv.shape[2] == D, "ori_kv",
-           f"shape [N_ori >= 1, BLOCK >= 1, D={D}]", f"shape {tuple(ori_kv.shape)}")
-    cmp_kv = tensor("cmp_kv", kw["cmp_kv"], torch.bfloat16, 3)
-    expect(cmp_kv.shape[0] >= 1 and cmp_kv.shape[1:] == (block, D), "cmp_kv",
-           f"shape [N_cmp >= 1, BLOCK={block}, D={D}]", f"shape {tuple(cmp_kv.shape)}")
+    scale = checks.softmax_scale(kw["softmax_scale"])
+    ori_kv, cmp_kv, block = checks.pools(kw, D)
     win = tensor("window_swa_indices", kw["window_swa_indices"], torch.int32, 2)
     expect(win.shape[0] == T and win.shape[1] >= 1, "window_swa_indices",
            f"shape [T={T}, WIN >= 1]", f"shape {tuple(win.shape)}")
@@ -215,12 +203,8 @@ def validate(**kw) -> Inputs:
            f"shape {tuple(pos.shape)}")
     expect(bool((pos >= 0).all()), "position_ids", "every position >= 0",
            f"{int(pos.min())} at token {_first_bad(pos < 0)[0]}" if bool((pos < 0).any()) else "")
-    sink = tensor("attn_sink", kw["attn_sink"], torch.float32, 1)
-    expect(tuple(sink.shape) == (H,), "attn_sink", f"shape [H={H}]", f"shape {tuple(sink.shape)}")
-    expect(not torch.isnan(sink).any().item(), "attn_sink", "no NaN (+inf/-inf are allowed)",
-           sink.tolist())
-    for name, t in (("q", q), ("ori_kv", ori_kv), ("cmp_kv", cmp_kv)):
-        expect(t.device.type == "cpu", name, "a CPU tensor", t.device)
+    sink = checks.attn_sink(kw, H)
+    checks.on_cpu(q=q, ori_kv=ori_kv, cmp_kv=cmp_kv)
 
     # Every live lane must address inside its pool (section 9); ignored lanes may hold
     # anything.
@@ -253,15 +237,10 @@ def validate(**kw) -> Inputs:
                             f"of token {t}, got {int(blk[t, j])}")
     return Inputs(q=q, ori_kv=ori_kv, window_swa_indices=win, cmp_kv=cmp_kv,
                   cmp_block_table=cmp_bt, idx_topk=idx, position_ids=pos, attn_sink=sink,
-                  softmax_scale=float(scale), seq_per_batch=S, index_topk=idx_topk_n,
+                  softmax_scale=scale, seq_per_batch=S, index_topk=idx_topk_n,
                   compress_ratio=ratio)
 
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:
     """Check a v2 kernel's return value; return it as a CPU fp32 tensor."""
-    shape = (inputs.T, inputs.H, inputs.D)
-    expect(isinstance(o, torch.Tensor), "kernel output", "a torch.Tensor", type(o).__name__)
-    expect(tuple(o.shape) == shape, "kernel output", f"shape {list(shape)} ([T, H, D])",
-           f"shape {list(o.shape)}")
-    expect(o.is_floating_point(), "kernel output", "a floating dtype", o.dtype)
-    return o.detach().to("cpu", torch.float32)
+    return checks.output(o, (inputs.T, inputs.H, inputs.D), "[T, H, D]")

@@ -85,6 +85,7 @@ class IgnoredReadsRowZero(TiledKernelV2):
         wrows = ori[torch.where(live_w, waddr, 0)]
         slot = torch.where(live_c, cslot, 0)
         blk = self.cmp_block(inputs, inputs.cmp_block_table.to(dev, torch.int64), b, slot)
+        blk = torch.where(live_c, blk, 0)  # the ignored lane's own block is not read: row 0 is
         crows = torch.where(live_c[..., None], inputs.cmp_kv.to(dev)[blk, slot % inputs.BLOCK],
                             ori[0])
         rows = torch.cat([wrows, crows], dim=1)

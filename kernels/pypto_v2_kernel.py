@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 from contracts.v2 import Preconditions, validate
 from kernels.pypto_kernel import VERIFY_PASSES_ENV, _bucket, key_tile
 from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker
@@ -30,6 +30,9 @@ PRECONDITIONS = Preconditions(
     # The v1 pypto kernel's buckets: non-powers of two in D, WIN, BLOCK and H on purpose.
     dims={"H": (2, 3), "D": (16, 24), "WIN": (8, 12), "BLOCK": (4, 6), "S": (1, 2),
           "IDX_TOPK": (4, 8, 16), "B": (1, 2, 3, 4)},
+    # the compressed block table is padded to at most 256 columns (pypto 0.2.0 fails to
+    # compile the gather past that); positions stay free up to int32
+    max_cmp_columns=256,
     note=("pypto 0.2.0 runs here through its tensor-graph interpreter, seconds per call: dims "
           "are drawn from small buckets and padded; one program per compress_ratio (None "
           "included). The cut is exact in int32 for every position; ignored lanes read flat "

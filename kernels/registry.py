@@ -6,8 +6,9 @@ The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each 
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
 `kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
 `kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`), the seeded bugs of the pypto
-program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`) and those of the v2
-pypto program in `kernels.pypto_v2_program.BUGS` (named `mutant-pypto-v2-<bug>`).
+program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`), those of the v2
+pypto program in `kernels.pypto_v2_program.BUGS` (named `mutant-pypto-v2-<bug>`) and those
+of the Triton program in `kernels.triton_kernel.BUG_NAMES` (named `mutant-triton-<bug>`).
 `--list-kernels`, `--kernel` globs and the kill-rate run's default
 (`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
@@ -25,6 +26,7 @@ from kernels.mutants import MUTANTS
 from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS as PYPTO_BUGS
 from kernels.pypto_v2_program import BUGS as PYPTO_V2_BUGS
+from kernels.triton_kernel import BUG_NAMES as TRITON_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
@@ -37,6 +39,7 @@ CORRECT = {
     "flashmla": "kernels.flashmla:sparse_attn",
     "reference-v2": "kernels.reference:sparse_attn_v2",
     "tiled-v2": "kernels.tiled_v2:sparse_attn",
+    "triton": "kernels.triton_kernel:sparse_attn",
 }
 
 #: The correct kernels written in torch alone: they run on any machine, in seconds (with the
@@ -90,6 +93,12 @@ def _pypto_v2_faulty(bug: str) -> Kernel:
     return pypto_v2_kernel.faulty(bug)
 
 
+def _triton_faulty(bug: str) -> Kernel:
+    from kernels import triton_kernel
+
+    return triton_kernel.faulty(bug)
+
+
 def _catalogue() -> dict[str, Entry]:
     entries = [Entry(name, False, name in TORCH, functools.partial(_resolve, name, target))
                for name, target in CORRECT.items()]
@@ -101,11 +110,13 @@ def _catalogue() -> dict[str, Entry]:
                 for bug in PYPTO_BUGS]
     entries += [Entry(f"mutant-pypto-v2-{bug}", True, False,
                       functools.partial(_pypto_v2_faulty, bug)) for bug in PYPTO_V2_BUGS]
+    entries += [Entry(f"mutant-triton-{bug}", True, False, functools.partial(_triton_faulty, bug))
+                for bug in TRITON_BUGS]
     return {e.name: e for e in entries}
 
 
 #: Every built-in kernel by name: the correct ones, the torch mutants (v1, then v2), the pypto
-#: mutants.
+#: (v1, v2) and Triton mutants.
 CATALOGUE = _catalogue()
 
 
@@ -150,7 +161,10 @@ def load(name: str) -> Kernel:
         raise LookupError(
             f"--kernel: expected a built-in name (see --list-kernels) or module:callable, "
             f"got {name!r}")
-    return _resolve(name, name)
+    from kernels import triton_interpret
+
+    # a user's Triton kernel under TRITON_INTERPRET=1 gets the interpreter's bf16 fix
+    return triton_interpret.for_kernel_under_test(_resolve(name, name))
 
 
 _loaded: dict[str, KernelUnderTest] = {}

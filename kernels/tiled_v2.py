@@ -82,12 +82,17 @@ class TiledKernelV2:
 
     def gather(self, inputs: Inputs, waddr, live_w, cslot, live_c, b, dev) -> torch.Tensor:
         """`[n, WIN + IDX_TOPK, D]` rows, window lanes first. An ignored lane reads a safe
-        address (mask before gather) and gets a zero row, so its own address is never read."""
+        address (mask before gather) and gets a zero row, so its own address is never read.
+
+        Addresses are taken modulo the pool: a no-op for the valid addresses of live lanes,
+        and what keeps a faulty variant's wrong address a wrong read (a device reads
+        whatever lies there) instead of a Python IndexError."""
         ori = inputs.ori_kv.to(dev).reshape(-1, inputs.D)
-        wrows = ori[torch.where(live_w, waddr, 0)]
+        wrows = ori[torch.where(live_w, waddr, 0) % ori.shape[0]]
         slot = torch.where(live_c, cslot, 0)
         blk = self.cmp_block(inputs, inputs.cmp_block_table.to(dev, torch.int64), b, slot)
-        crows = inputs.cmp_kv.to(dev)[torch.where(live_c, blk, 0), slot % inputs.BLOCK]
+        cmp = inputs.cmp_kv.to(dev)
+        crows = cmp[torch.where(live_c, blk, 0) % cmp.shape[0], slot % inputs.BLOCK]
         rows = torch.cat([wrows, crows], dim=1)
         live = torch.cat([live_w, live_c], dim=1)
         return torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype, device=dev))

@@ -13,6 +13,7 @@ from kernels.mutants import MUTANTS
 from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS
 from kernels.pypto_v2_program import BUGS as V2_BUGS
+from kernels.triton_kernel import BUG_NAMES as TRITON_BUGS
 from nightly.killrate import DEFAULT_KERNELS
 
 
@@ -22,7 +23,8 @@ def test_catalogue_names_every_kernel_once_in_one_style():
     assert registry.builtin_names(faulty=False) == list(registry.CORRECT)
     assert registry.builtin_names(faulty=True) == (
         [f"mutant-{bug}" for bug in MUTANTS] + [f"mutant-v2-{bug}" for bug in MUTANTS_V2]
-        + [f"mutant-pypto-{bug}" for bug in BUGS] + [f"mutant-pypto-v2-{bug}" for bug in V2_BUGS])
+        + [f"mutant-pypto-{bug}" for bug in BUGS] + [f"mutant-pypto-v2-{bug}" for bug in V2_BUGS]
+        + [f"mutant-triton-{bug}" for bug in TRITON_BUGS])
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names), names
 
 

@@ -6,7 +6,7 @@ import torch
 
 from attention.compare import compare, golden, tolerance
 from contracts import v2
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 from kernels import pypto_v2_kernel, reference
 from kernels.pypto_runtime import KernelError
 from kernels.pypto_v2_program import BUGS

@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 from contracts import v1, v2
-from contracts.errors import ContractError
+from contracts.checks import ContractError
 from contracts.v1_to_v2 import to_v2
 from kernels import reference
 from strategies.cases import cases

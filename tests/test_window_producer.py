@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 from hypothesis import settings
-from strategies.v2.windows import lookup, window_rows
 
 from conformance.v2.test_window_producer import test_window_rows_list_exactly_the_last_win_positions as prop
 from plugin.selection import WindowBuilder
+from strategies.v2.windows import lookup, window_rows
 
 
 def _rows_of(positions, table, b, block):
@@ -52,8 +52,13 @@ FAULTY = [one_ahead, current_left_out, first_page_only]
 
 
 def _run(builder):
-    with settings(max_examples=60, derandomize=True, database=None, deadline=None):
+    """The property in the kill-rate run's profile (derandomized: the same verdict each run)."""
+    before = settings.get_current_profile_name()
+    settings.load_profile("kill")
+    try:
         prop(window_builder=builder)
+    finally:
+        settings.load_profile(before)
 
 
 def test_the_suites_builder_passes():

@@ -46,13 +46,14 @@ def garbage_lanes(inputs: Inputs, gen: torch.Generator) -> tuple[torch.Tensor, t
     w = torch.where(live_w, w, _pick(gen, negatives))
     idx = inputs.idx_topk.to(torch.int64).clone()
     n = inputs.index_topk
-    bound = cmp_bound(inputs.position_ids, inputs.compress_ratio).clamp(max=INT32_MAX - 1)
     c = idx[:, :n]
-    at_bound = torch.stack([torch.full_like(c, -1), torch.full_like(c, INT32_MIN),
-                            bound[:, None].expand_as(c), (bound[:, None] + 1).expand_as(c),
-                            torch.full_like(c, INT32_MAX)], dim=-1)
-    if inputs.compress_ratio is None:  # no cut: only negatives are ignored
-        at_bound = at_bound[..., :2]
+    bound = cmp_bound(inputs.position_ids, inputs.compress_ratio)[:, None].expand_as(c)
+    at_bound = torch.stack([torch.full_like(c, -1), torch.full_like(c, INT32_MIN), bound,
+                            bound + 1, torch.full_like(c, INT32_MAX)], dim=-1)
+    # a candidate below the bound would be live, one past int32 is not an int32 (a bound at
+    # 2^31 leaves only negatives): those become -1
+    ignored = (at_bound < 0) | ((at_bound >= bound[..., None]) & (at_bound <= INT32_MAX))
+    at_bound = torch.where(ignored, at_bound, -1)
     idx[:, :n] = torch.where(live_c, c, _pick(gen, at_bound))
     tail = idx[:, n:]
     if tail.numel():

@@ -180,8 +180,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
             windows[empty_t] = neg[torch.randint(0, len(NEGATIVES), (cfg.WIN,), generator=gen)]
 
     if adv_rows:
-        idx = draw(adversarial_idx_topk(cfg, position_ids, gen, budget, pre.max_position),
-                   label="idx_topk")
+        idx = draw(adversarial_idx_topk(cfg, position_ids, gen, budget, pre.max_position,
+                                        pre.max_cmp_columns), label="idx_topk")
         if empty_t is not None:
             live = live_slots(idx, position_ids, cfg)[empty_t]
             idx[empty_t, :cfg.IDX_TOPK] = torch.where(live, PAD, idx[empty_t, :cfg.IDX_TOPK])
@@ -189,8 +189,10 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
         model_path = path if path in MODEL_PATHS else draw(st.sampled_from(MODEL_PATHS),
                                                             label="rows_path")
         idx = model_idx_topk(position_ids, kv_len, cfg, model_path, gen, budget,
-                             empty=empty_b if empty_token else ())
-    cmp_table, n_cmp = draw(cmp_block_tables(idx, position_ids, cfg, gen), label="cmp_table")
+                             empty=empty_b if empty_token else (),
+                             max_columns=pre.max_cmp_columns)
+    cmp_table, n_cmp = draw(cmp_block_tables(idx, position_ids, cfg, gen, pre.max_cmp_columns),
+                            label="cmp_table")
 
     spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale, keep_scale=config is not None),
                 label="values")

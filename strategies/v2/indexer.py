@@ -31,19 +31,27 @@ PAD = -1
 CLUSTERS = 3
 
 
-def slot_caps(cfg: Config, budget: int) -> tuple[int, int]:
-    """`(columns, rows)`: the most `cmp_block_table` columns a batch may address, and the
-    most leading slots a batch's candidates take whole, within the work budget."""
+#: Unaddressed columns `cmp_block_tables` may add past the last addressed one.
+EXTRA_COLUMNS = 2
+
+
+def slot_caps(cfg: Config, budget: int, max_columns: int | None = None) -> tuple[int, int]:
+    """`(columns, rows)`: the most `cmp_block_table` columns a batch may address (within the
+    work budget, and leaving room for the extra columns under a kernel's declared
+    `max_cmp_columns`), and the most leading slots a batch's candidates take whole."""
     cols = max(1, budget // (TABLE_ENTRY_COST * cfg.B))
+    if max_columns is not None:
+        cols = max(1, min(cols, max_columns - EXTRA_COLUMNS))
     rows = max(cfg.BLOCK, budget // (8 * cfg.B * cfg.D))
     return cols, rows
 
 
-def candidate_slots(bound: int, cfg: Config, gen: torch.Generator, budget: int) -> torch.Tensor:
+def candidate_slots(bound: int, cfg: Config, gen: torch.Generator, budget: int,
+                    max_columns: int | None = None) -> torch.Tensor:
     """Sorted distinct slots (int64) of `[0, bound)` a batch's live entries may take: all
     of `[0, min(bound, IDX_TOPK + rows))` and every slot of a few anchor blocks below the
     table's column cap (so any token with `V` visible slots finds `min(IDX_TOPK, V)`)."""
-    col_cap, row_cap = slot_caps(cfg, budget)
+    col_cap, row_cap = slot_caps(cfg, budget, max_columns)
     bound = min(bound, col_cap * cfg.BLOCK)
     head = min(bound, cfg.IDX_TOPK + row_cap)
     if head >= bound:
@@ -64,7 +72,8 @@ def visible(position_ids: torch.Tensor, kv_len: list[int], cfg: Config) -> torch
 
 
 def model_idx_topk(position_ids: torch.Tensor, kv_len: list[int], cfg: Config, path: str,
-                   gen: torch.Generator, budget: int, empty: tuple[int, ...] = ()) -> torch.Tensor:
+                   gen: torch.Generator, budget: int, empty: tuple[int, ...] = (),
+                   max_columns: int | None = None) -> torch.Tensor:
     """`idx_topk` `[T, L]` int32 as the model writes it for `path` ("CSA": score order,
     "HCA": in order, "SWA": none). `kv_len[b]` is batch b's cache length after the call.
     empty: batches whose indexer sees nothing (all `-1`)."""
@@ -81,7 +90,7 @@ def model_idx_topk(position_ids: torch.Tensor, kv_len: list[int], cfg: Config, p
             continue
         tokens = range(b * cfg.S, (b + 1) * cfg.S)
         vmax = max(int(V[t]) for t in tokens)
-        cand = candidate_slots(vmax, cfg, gen, budget) if path == "CSA" else None
+        cand = candidate_slots(vmax, cfg, gen, budget, max_columns) if path == "CSA" else None
         for t in tokens:
             k = min(cfg.IDX_TOPK, int(V[t]))
             if path == "HCA":
@@ -158,7 +167,8 @@ def adversarial_idx_row(recipe: dict, cfg: Config, bound: int | None, cand: torc
 
 @st.composite
 def adversarial_idx_topk(draw, cfg: Config, position_ids: torch.Tensor, gen: torch.Generator,
-                         budget: int, max_position: int | None = None) -> torch.Tensor:
+                         budget: int, max_position: int | None = None,
+                         max_columns: int | None = None) -> torch.Tensor:
     """`idx_topk` `[T, L]` int32 from up to `MAX_RECIPES` drawn `idx_recipes` (token `t`
     uses recipe `t mod n`), against each token's kernel cut."""
     bound = cmp_bound(position_ids, cfg.ratio)
@@ -169,7 +179,7 @@ def adversarial_idx_topk(draw, cfg: Config, position_ids: torch.Tensor, gen: tor
     rows = []
     for b in range(cfg.B):
         tokens = range(b * cfg.S, (b + 1) * cfg.S)
-        cand = candidate_slots(max(int(reach[t]) for t in tokens), cfg, gen, budget)
+        cand = candidate_slots(max(int(reach[t]) for t in tokens), cfg, gen, budget, max_columns)
         for t in tokens:
             tb = None if cfg.ratio is None else int(bound[t])
             rows.append(adversarial_idx_row(recipes[t % n], cfg, tb, cand, gen, max_position))
@@ -184,7 +194,7 @@ def live_slots(idx_topk: torch.Tensor, position_ids: torch.Tensor, cfg: Config) 
 
 @st.composite
 def cmp_block_tables(draw, idx_topk: torch.Tensor, position_ids: torch.Tensor, cfg: Config,
-                     gen: torch.Generator) -> tuple[torch.Tensor, int]:
+                     gen: torch.Generator, max_columns: int | None = None) -> tuple[torch.Tensor, int]:
     """`(cmp_block_table [B, M] int32, N_cmp)`: one shared pool; every column a live slot
     reads gets its own block (a random interleaving of the batches', spare blocks between);
     `M` covers the last such column and up to two more. Other entries: garbage (`-1`, int32
@@ -199,8 +209,9 @@ def cmp_block_tables(draw, idx_topk: torch.Tensor, position_ids: torch.Tensor, c
     spare = draw(st.sampled_from((0, 1, 3, n_used)), label="spare_cmp_blocks")
     n_blocks = max(1, n_used + spare)
     ids = torch.randperm(n_blocks, generator=gen)[:n_used].tolist()
-    M = max((u[-1] + 1 for u in used if u), default=1) + draw(st.integers(0, 2),
-                                                              label="extra_cmp_columns")
+    M = max((u[-1] + 1 for u in used if u), default=1)
+    room = EXTRA_COLUMNS if max_columns is None else max(0, min(EXTRA_COLUMNS, max_columns - M))
+    M += draw(st.integers(0, room), label="extra_cmp_columns")
     if draw(st.booleans(), label="garbage_cmp_table"):
         table = garbage_ids(gen, cfg.B * M, n_blocks).reshape(cfg.B, M)
     else:
