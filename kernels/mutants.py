@@ -524,6 +524,86 @@ class CandidateCap(TiledKernel):
         return live & (live.cumsum(dim=-1) <= self.cap)
 
 
+# -- integers at the edge of their types, and counts past launch limits ----------------------
+# Device kernels keep lengths, slots, table columns and block ids in fixed-width fields and
+# put tokens and heads on launch-grid axes; each of these is right below the edge of its
+# type or limit and wrong beyond it.
+
+INT32_MIN_, INT32_SPAN = -(2**31), 2**32
+
+
+def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
+    """`x` as a wrapping int32 would hold it (two's complement), in int64."""
+    return (x - INT32_MIN_) % INT32_SPAN + INT32_MIN_
+
+
+class Int32LengthOverflow(TiledKernel):
+    """The derived length is evaluated as `(seqused_kv[b] + 1 + s) - S` with the first sum in
+    int32 (wrapping) and the subtraction in 64-bit address arithmetic, so the wrap is never
+    undone: a token with `seqused_kv[b] + 1 + s > INT32_MAX` gets a hugely negative length
+    and attends nothing. Threshold: `seqused_kv[b] >= INT32_MAX - s` (lengths within S of
+    int32's edge)."""
+
+    def seq_used(self, seqused, B, S):
+        s = torch.arange(S, device=seqused.device)
+        return _wrap_int32(seqused[:, None] + 1 + s[None, :]) - S
+
+
+class Fp32Slot(TiledKernel):
+    """The compressed slot `e - WIN` is computed through fp32 (`float(e) - WIN`, as a vector
+    unit without integer subtraction does): exact below 2^24, above it `e` rounds to a
+    multiple of 2, 4, ... 256 and the slot reads another row. Threshold: a live compressed
+    entry `e > 2^24` that fp32 does not represent."""
+
+    def cmp_slot(self, e, win):
+        return (e.to(torch.float32) - win).to(torch.int64)
+
+
+class TokenGridLimit(TiledKernel):
+    """Tokens `t = b*S + s` run on one launch-grid axis capped at 65535 programs, with no
+    loop over the rest: tokens `t >= 65535` are never computed and their output stays zero.
+    Threshold: `B*S > 65535`."""
+
+    grid = 65535
+
+    def run(self, inputs, dev):
+        o = super().run(inputs, dev)
+        flat = o.reshape(inputs.B * inputs.S, *o.shape[2:])
+        flat[self.grid:] = 0
+        return flat.reshape(o.shape)
+
+
+class HeadGridLimit(TiledKernel):
+    """Heads run on a launch-grid axis capped at 65535 programs: heads `h >= 65535` are
+    never computed and their output stays zero. Threshold: `H > 65535`."""
+
+    grid = 65535
+
+    def finish(self, state, sink, rows):
+        o = super().finish(state, sink, rows)
+        o[:, :, self.grid:] = 0
+        return o
+
+
+class Column12Bit(TiledKernel):
+    """A slot's block-table column `slot // BLOCK` is kept in a 12-bit field: column
+    `j >= 4096` reads column `j & 0xFFF` (another logical block). Threshold: a live slot in
+    column 4096 or later (`cmp_valid > 4096 * BLOCK`)."""
+
+    def physical_block(self, table, slot, block):
+        col = ((slot // block) & 0xFFF).clamp(0, table.shape[1] - 1)
+        return torch.gather(table, 1, col.reshape(table.shape[0], -1)).reshape(slot.shape)
+
+
+class BlockId16(TiledKernel):
+    """Compressed block ids are kept in 16 bits: block `n >= 65536` reads block
+    `n & 0xFFFF`. Threshold: a live compressed slot in a block with id >= 65536 (a pool of
+    more than 2^16 blocks)."""
+
+    def cmp_table(self, inputs, dev):
+        return inputs.cmp_block_table.to(dev, torch.int64) & 0xFFFF
+
+
 #: name (without the `mutant-` prefix) -> kernel instance
 MUTANTS = {
     "per-batch-length": PerBatchLength(),
@@ -570,4 +650,10 @@ MUTANTS = {
     "drops-tile-last-key": DropsTileLastKey(),
     "max-before-scale": MaxBeforeScale(),
     "candidate-cap": CandidateCap(),
+    "int32-length-overflow": Int32LengthOverflow(),
+    "fp32-slot": Fp32Slot(),
+    "token-grid-limit": TokenGridLimit(),
+    "head-grid-limit": HeadGridLimit(),
+    "column-12bit": Column12Bit(),
+    "block-id-16": BlockId16(),
 }

@@ -205,6 +205,21 @@ class FirstHeadOfTile(TiledKernelV2):
         return q[:, src]
 
 
+class CutFp32(TiledKernelV2):
+    """The cut `floor((pos + 1) / r)` computed in fp32, as upstream's kernel does today (the
+    kernel after #728; /work/shared/upstream-v2.md section 1.3):
+    `trunc(float(pos + 1) * float(1 / r))`. Exact for small positions; from 2^24 on
+    `pos + 1` rounds (and the product rounds too), so the bound moves and an id at the true
+    cut is read, or one just below it dropped. Exposed by positions near and past 2^24
+    with a compressed id at or beside the cut."""
+
+    def cmp_bound(self, pos, ratio):
+        if ratio is None:
+            return super().cmp_bound(pos, ratio)
+        inv = torch.tensor(1.0 / ratio, dtype=torch.float32, device=pos.device)
+        return torch.trunc((pos + 1).to(torch.float32) * inv).to(torch.int64)
+
+
 #: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
 MUTANTS_V2 = {
     "empty-tile-merge": EmptyTileMerge(),
@@ -221,4 +236,5 @@ MUTANTS_V2 = {
     "cmp-tail-cap": CmpTailCap(),
     "page-run-window": PageRunWindow(),
     "first-head-of-tile": FirstHeadOfTile(),
+    "cut-fp32": CutFp32(),
 }

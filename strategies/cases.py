@@ -11,6 +11,7 @@ import torch
 from hypothesis import strategies as st
 
 from contracts.v1 import Inputs, Preconditions, derived_lengths, gather_rows, live_mask
+from strategies import edges
 from strategies.config import DEFAULT_BUDGET, Config, configs
 from strategies.layouts import layouts
 from strategies.lengths import model_seqused, n_compressed, out_of_model_seqused, start_positions
@@ -31,6 +32,9 @@ from strategies.values import (
 #: Adversarial rows per case are built from at most this many recipes (token t uses
 #: recipe t mod n), so a call with thousands of tokens costs Hypothesis a few draws.
 MAX_RECIPES = 4
+#: Above this many tokens a batch's tokens share one row (built once, against its last
+#: token): building a row per token costs tens of microseconds each.
+SHARED_ROWS_ABOVE = 4096
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Case:
     values: the value regime (strategies/values.py).
     extremes: values beyond fp16's range or logits beyond an unshifted exp's.
     dominant: some token has one key carrying most of its softmax weight.
+    edge: the edge mode (`strategies.edges.EDGE_MODES`) of an edge case, else None.
     """
 
     inputs: Inputs
@@ -52,6 +57,7 @@ class Case:
     values: str = "tame"
     extremes: bool = False
     dominant: bool = False
+    edge: str | None = None
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
@@ -102,7 +108,7 @@ def _columns(slots: torch.Tensor, live: torch.Tensor, block: int) -> list[set[in
 
 
 def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, seqused,
-          window_valid, cmp_valid, gen) -> torch.Tensor:
+          window_valid, cmp_valid, gen, min_live: int = 0) -> torch.Tensor:
     rows = torch.full((cfg.B, cfg.S, cfg.TOPK), -1, dtype=torch.int32)
     if not adversarial:
         for b in range(cfg.B):
@@ -111,19 +117,18 @@ def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, sequ
             rows[b, :] = torch.tensor(canonical_row(cfg, seqused[b], n_cmp, order))
         return rows
     n = draw(st.integers(1, min(MAX_RECIPES, cfg.B * cfg.S)), label="recipes")
-    recipes = [draw(row_recipes(cfg.TOPK), label=f"recipe[{i}]") for i in range(n)]
+    recipes = [draw(row_recipes(cfg.TOPK, min_live), label=f"recipe[{i}]") for i in range(n)]
     # a shared row is built against the last token's lengths, so its entries are live for
     # the last token and partly dead for the earlier ones
-    shared = draw(st.booleans(), label="shared_rows")
+    shared = cfg.B * cfg.S > SHARED_ROWS_ABOVE or draw(st.booleans(), label="shared_rows")
     for b in range(cfg.B):
-        for s in range(cfg.S):
+        for s in range(1 if shared else cfg.S):
             ref = cfg.S - 1 if shared else s
-            if shared and s:
-                rows[b, s] = rows[b, 0]
-                continue
             recipe = recipes[(b * cfg.S + s) % n]
             rows[b, s] = torch.tensor(adversarial_row(
                 recipe, cfg, int(window_valid[b, ref]), int(cmp_valid[b, ref]), gen))
+        if shared:
+            rows[b, 1:] = rows[b, 0]
     return rows
 
 
@@ -142,8 +147,18 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     empty_token: at least one token has no live entry.
     fixed: dims taken as given (e.g. the model's attention shape).
     """
-    cfg = config if config is not None else draw(configs(
-        pre, budget, min_S=min_S, win_at_least_S=ring == "unwrapped", fixed=fixed))
+    # integers at the edge of their types and counts past launch limits (strategies/edges.py),
+    # drawn only where the whole contract is asked for
+    edge = None
+    if (config is None and fixed is None and ring is None and adversarial is not False
+            and edges.eligible(pre)):
+        edge = draw(edges.edge_modes(), label="edge")
+    if edge is not None:
+        cfg = draw(edges.edge_configs(edge, min_S), label="edge_config")
+        adversarial = True
+    else:
+        cfg = config if config is not None else draw(configs(
+            pre, budget, min_S=min_S, win_at_least_S=ring == "unwrapped", fixed=fixed))
     if pre.canonical_rows:
         adversarial = False
     if adversarial is None:
@@ -154,7 +169,9 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     start_pos = None
     if adversarial:
         path = "adversarial"
-        if ring is not None or draw(st.booleans(), label="model_lengths"):
+        if edge is not None:
+            seqused = list(draw(edges.edge_seqused(cfg, edge), label="edge_seqused"))
+        elif ring is not None or draw(st.booleans(), label="model_lengths"):
             start_pos = draw(start_positions(cfg, gen, ring, pre.max_seqused))
             seqused = [model_seqused(cfg, p) for p in start_pos]
         else:
@@ -177,7 +194,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     seqused_t = torch.tensor(seqused, dtype=torch.int32)
     _, window_valid, cmp_valid = derived_lengths(seqused_t, cfg.S, cfg.WIN)
 
-    rows = _rows(draw, cfg, adversarial, path, n_cmp, seqused, window_valid, cmp_valid, gen)
+    rows = _rows(draw, cfg, adversarial, path, n_cmp, seqused, window_valid, cmp_valid, gen,
+                 min_live=0 if edge is None else 1)
     if empty_token and adversarial:
         b, s = (int(torch.randint(n, (1,), generator=gen)) for n in (cfg.B, cfg.S))
         rows[b, s] = empty_row(rows[b, s], int(window_valid[b, s]), int(cmp_valid[b, s]), cfg.WIN)
@@ -195,9 +213,11 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     ori_table, n_ori = block_table(
         gen, wv_cols, -(-cfg.WIN // block), draw(st.integers(0, 2), label="spare_ori_blocks"),
         _columns(e, live & (e < cfg.WIN), block) if adversarial else None, garbage)
+    # an edge case's compressed pool of more than 2^16 blocks (one row each): block ids past
+    # 2^16 for its live slots
+    spare = st.integers(2**16, 2**17) if edge == "table" else st.integers(0, 2)
     cmp_table, n_cmp = block_table(
-        gen, cv_cols, max(1, max(cv_cols)) + extra,
-        draw(st.integers(0, 2), label="spare_cmp_blocks"),
+        gen, cv_cols, max(1, max(cv_cols)) + extra, draw(spare, label="spare_cmp_blocks"),
         _columns(e - cfg.WIN, live & (e >= cfg.WIN), block) if adversarial else None, garbage)
 
     spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale, keep_scale=config is not None),
@@ -220,13 +240,15 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
                     cmp_block_table=cmp_table, topk_idxs=rows, attn_sink=sink,
                     seqused_kv=seqused_t, softmax_scale=cfg.softmax_scale, window_size=cfg.WIN)
     dominant = False
-    if spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any()):
+    # `_dominate` places keys token by token: too slow for an edge case's 2^16 tokens
+    if (spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any())
+            and cfg.B * cfg.S <= SHARED_ROWS_ABOVE):
         inputs = _dominate(inputs, live, gen)
         dominant = True
     extremes = spec["regime"] == "extreme" and _beyond_fp16(inputs)
     inputs = inputs.replace(layout=draw(layouts(inputs), label="layout"))
     return Case(inputs=inputs, config=cfg, path=path, start_pos=start_pos, seed=seed,
-                values=spec["regime"], extremes=extremes, dominant=dominant)
+                values=spec["regime"], extremes=extremes, dominant=dominant, edge=edge)
 
 
 def _dominate(inputs: Inputs, live: torch.Tensor, gen: torch.Generator) -> Inputs:

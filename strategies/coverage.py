@@ -25,6 +25,15 @@ EXP_OVERFLOW = 88.0
 FP16_MAX = 65504.0
 #: Live entries in one row above this are "many" (a fixed-size candidate buffer overflows).
 MANY_LIVE = 1024
+INT32_MAX = 2**31 - 1
+#: Integers above this are not all exact in fp32.
+FP32_EXACT = 2**24
+#: A block-table column at or past this needs more than a 12-bit column field.
+WIDE_COLUMN = 2**12
+#: A block id at or past this needs more than 16 bits.
+BIG_BLOCK = 2**16
+#: Programs on one launch-grid axis (CUDA's y and z).
+LAUNCH_LIMIT = 65535
 
 #: name -> what a case must contain to hit the corner (shown in the report).
 V1_CORNERS: dict[str, str] = {
@@ -41,6 +50,14 @@ V1_CORNERS: dict[str, str] = {
     "empty_token": "a token with no live entry",
     "many_live": f"a token with more than {MANY_LIVE} live entries",
     "dominant_key": "one live key carries most of a token's softmax weight",
+    "int32_edge": f"a seqused_kv within 2^8 of INT32_MAX = {INT32_MAX} (seqused + 1 + s "
+                  f"overflows int32 at the top)",
+    "fp32_inexact": f"a derived length or a live index above 2^24 = {FP32_EXACT} (fp32 no "
+                    f"longer holds every integer)",
+    "wide_table": f"a live slot in a block-table column at or past 2^12 = {WIDE_COLUMN}",
+    "big_block_id": f"a live slot in a physical block with id at or past 2^16 = {BIG_BLOCK}",
+    "many_heads": f"H past a launch-grid axis' {LAUNCH_LIMIT} programs",
+    "many_tokens": f"B*S past a launch-grid axis' {LAUNCH_LIMIT} programs",
 }
 
 #: Every corner the report counts: v1's first, then those only v2 cases reach.
@@ -80,7 +97,34 @@ def corners(case) -> list[str]:
         hit.add("many_live")
     if case.dominant:
         hit.add("dominant_key")
+    hit |= _integer_edges(i, live, e)
     return [name for name in V1_CORNERS if name in hit]
+
+
+def _integer_edges(i, live: torch.Tensor, e: torch.Tensor) -> set[str]:
+    """The corners of integers at the edge of their types and of launch-grid limits."""
+    hit = set()
+    seqused = i.seqused_kv.to(torch.int64)
+    if bool((seqused > INT32_MAX - 2**8).any()):
+        hit.add("int32_edge")
+    seq_used, _, _ = derived_lengths(i.seqused_kv, i.S, i.window_size)
+    if bool((seq_used > FP32_EXACT).any()) or bool((live & (e > FP32_EXACT)).any()):
+        hit.add("fp32_inexact")
+    is_cmp = live & (e >= i.window_size)
+    slot = torch.where(is_cmp, e - i.window_size, torch.where(live, e, 0))
+    col = slot // i.BLOCK
+    if bool((live & (col >= WIDE_COLUMN)).any()):
+        hit.add("wide_table")
+    table = i.cmp_block_table.to(torch.int64)
+    b = torch.arange(i.B)[:, None, None].expand_as(col)
+    blk = table[b, col.clamp(max=table.shape[1] - 1)]
+    if bool((is_cmp & (blk >= BIG_BLOCK)).any()):
+        hit.add("big_block_id")
+    if i.H > LAUNCH_LIMIT:
+        hit.add("many_heads")
+    if i.B * i.S > LAUNCH_LIMIT:
+        hit.add("many_tokens")
+    return hit
 
 
 def _garbage_table(i) -> bool:

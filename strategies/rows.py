@@ -58,11 +58,12 @@ DENSITIES = ("few", "any", "full")
 
 
 @st.composite
-def row_recipes(draw, topk: int) -> RowRecipe:
+def row_recipes(draw, topk: int, min_live: int = 0) -> RowRecipe:
     """Counts per entry kind (shrinking to an all-pad row) and an arrangement. The live
     entries are a few, any number, or the whole row (a row full of live keys, where a
     kernel that caps its candidates or drops one key among many shows); the other kinds
-    take a few entries each."""
+    take a few entries each. `min_live`: at least this many live compressed entries (an
+    edge case's point is a live entry at the edge; they are dropped where none can be live)."""
     density = draw(st.sampled_from(DENSITIES), label="density")
     counts = dict.fromkeys(KINDS, 0)
     if density == "full":
@@ -72,7 +73,8 @@ def row_recipes(draw, topk: int) -> RowRecipe:
         budget = topk
         for kind in KINDS[:3] + KINDS[4:]:
             many = density == "any" and kind in ("live_window", "live_cmp")
-            n = draw(st.integers(0, budget if many else min(budget, 6)), label=kind)
+            lo = min(min_live, budget) if kind == "live_cmp" else 0
+            n = draw(st.integers(lo, budget if many else max(lo, min(budget, 6))), label=kind)
             counts[kind] = n
             budget -= n
     counts.pop("pad")
@@ -105,9 +107,11 @@ def _pick_compressed(gen: torch.Generator, cmp_valid: int, n: int, block: int) -
         return _pick(gen, 0, cmp_valid, n)
     n_blocks = -(-cmp_valid // block)
     anchors = {n_blocks - 1}
-    for edge in (2**15, 2**16):
+    for edge in (2**15, 2**16, 2**24 + 1):
         if edge < cmp_valid:
             anchors.add(edge // block)
+    # table columns just past the edges of 12-, 15- and 16-bit column fields
+    anchors |= {col for col in (2**12, 2**15, 2**16) if col < n_blocks}
     anchors |= set(torch.randint(0, n_blocks, (CLUSTERS,), generator=gen).tolist())
     anchors = sorted(anchors)
     out = []

@@ -104,6 +104,51 @@ def uint16_slot(c):
     return kw
 
 
+def int32_length(seqused):
+    # S = 1: `seqused + 1` passes INT32_MAX only at seqused = INT32_MAX; the window slots and
+    # compressed slot 0 are live (pages of 2^16 rows: 2^15 columns cover 2^31 slots)
+    return make(WIN=4, IDX_TOPK=1, BLOCK=2**16, cmp_cols=2**15, seqused=seqused, scale=1.0)
+
+
+def one_cmp_slot(c, *, BLOCK, n_cmp=1, cmp_cols=None):
+    """One live compressed slot `c` (WIN = 4, the window entries `-1`) and an `-inf` sink:
+    the output is that slot's row."""
+    cols = c // BLOCK + 1 if cmp_cols is None else cmp_cols
+    kw = make(WIN=4, IDX_TOPK=1, BLOCK=BLOCK, cmp_cols=cols, n_cmp=n_cmp, seqused=4 + c + 1,
+              sink=float("-inf"))
+    kw["topk_idxs"][0, 0, :4] = -1
+    kw["topk_idxs"][0, 0, 4] = 4 + c
+    return kw
+
+
+def fp32_slot(c):
+    # entry 4 + c: exact in fp32 below 2^24; 4 + 2^24 + 1 is odd and rounds to its neighbour
+    return one_cmp_slot(c, BLOCK=4096)
+
+
+def column_12bit(col):
+    # pages of one row: slot `col` sits in column `col`, the only one mapped to block 1
+    kw = one_cmp_slot(col, BLOCK=1, n_cmp=2)
+    kw["cmp_block_table"][0, col] = 1
+    return kw
+
+
+def block_id_16(block):
+    # slot 0 in block `block` of a pool of 65537 one-row blocks
+    kw = one_cmp_slot(0, BLOCK=1, n_cmp=2**16 + 1)
+    kw["cmp_block_table"][0, 0] = block
+    return kw
+
+
+def token_grid(S):
+    # one batch of S tokens; the last 4 see the window (seqused 4), the last one all of it
+    return make(S=S, D=2, WIN=4, BLOCK=4, scale=1.0)
+
+
+def head_grid(H):
+    return make(H=H, D=2, WIN=4, BLOCK=4, scale=1.0)
+
+
 def fp16_scores(k):
     # q = 100, key rows k and 80: q.k = 800 k (64800 fits fp16, 65600 does not)
     kw = make(WIN=4, BLOCK=4, seqused=2, scale=1e-3)
@@ -211,6 +256,12 @@ CASES = {
     "drops-tile-last-key": (drops_last_key, [143], [144], None),
     "max-before-scale": (max_before_scale, [88.0], [89.0], None),
     "candidate-cap": (candidate_cap, [1500], [1501], None),
+    "int32-length-overflow": (int32_length, [2**31 - 2], [2**31 - 1], None),
+    "fp32-slot": (fp32_slot, [2**24 - 8, 2**24], [2**24 + 1, 2**30 + 3], None),
+    "column-12bit": (column_12bit, [4095], [4096, 2**16 + 1], None),
+    "block-id-16": (block_id_16, [65535], [65536], None),
+    "token-grid-limit": (token_grid, [65535], [65536], None),
+    "head-grid-limit": (head_grid, [65535], [65536], None),
 }
 
 FAULTS = {

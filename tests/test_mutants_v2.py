@@ -215,6 +215,12 @@ def q_heads_17():
     return make([[0, 1, 2]], H=17)
 
 
+def slot_at_2_24():
+    # pos 2^24, r 1: the bound is 2^24 + 1, so slot 2^24 is live; in fp32 `pos + 1` rounds
+    # to 2^24 and the slot is dropped (column 4096 of pages of 4096 rows)
+    return make([[-1]], [[2**24]], [2**24], BLOCK=4096, ratio=1, table=[[0] * 4096 + [1]])
+
+
 MUTANT_CASES = {
     "empty-tile-merge": one_live_window_lane_in_two_blocks,
     "window-by-count": live_lane_after_a_negative,
@@ -230,6 +236,7 @@ MUTANT_CASES = {
     "cmp-tail-cap": slot_past_the_cap,
     "page-run-window": non_consecutive_window,
     "first-head-of-tile": q_heads_17,
+    "cut-fp32": slot_at_2_24,
 }
 
 

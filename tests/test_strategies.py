@@ -13,6 +13,7 @@ from contracts.v1 import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, gath
 from strategies.cases import cases
 from strategies.config import DEFAULT_BUDGET, Config, configs, cost
 from strategies.coverage import SEED_CONFIG, V1_CORNERS, corners
+from strategies.edges import EDGE_COLUMNS, EDGE_COST, LAUNCH_LIMIT
 from strategies.lengths import model_seqused
 from strategies.rows import RowRecipe, adversarial_row, canonical_row
 
@@ -62,7 +63,28 @@ def test_empty_token_cases_have_one_on_canonical_rows(case):
 @settings(max_examples=200)
 @given(case=cases())
 def test_cases_stay_within_the_budget(case):
-    assert cost(dataclasses.asdict(case.config)) <= DEFAULT_BUDGET
+    """Ordinary cases stay within the budget; an edge case (strategies/edges.py) within its
+    own fixed bound, whatever the profile (2^16 tokens or heads cost about a second)."""
+    bound = DEFAULT_BUDGET if case.edge is None else EDGE_COST
+    assert cost(dataclasses.asdict(case.config)) <= bound
+
+
+@settings(max_examples=50)
+@given(case=cases())
+def test_edge_cases_reach_their_edges(case):
+    """Every edge case puts the one integer it is about at its edge, with the rest tiny."""
+    c, i = case.config, case.inputs
+    if case.edge is None:
+        return
+    assert c.H * c.D <= 2 * 4 or case.edge == "heads"
+    if case.edge == "heads":
+        assert c.H > LAUNCH_LIMIT and c.B * c.S <= 4
+    if case.edge == "tokens":
+        assert c.B * c.S > LAUNCH_LIMIT and c.H == 1
+    if case.edge == "lengths":
+        assert int(i.seqused_kv.max()) > 2**16 and i.cmp_block_table.shape[1] <= EDGE_COLUMNS
+    if case.edge == "table":
+        assert i.cmp_block_table.shape[1] > 2**12 and i.cmp_kv.shape[0] > 2**16
 
 
 @settings(max_examples=200)
