@@ -36,8 +36,9 @@ EDGE_MODES = ("lengths", "table", "heads", "tokens")
 #: tokens cost about a second (above every profile's budget), so they are drawn in a fixed
 #: share of examples instead of growing with the budget.
 EDGE_COST = 2**31
-#: How often each mode is drawn beside `NORMAL_WEIGHT` ordinary cases: about one case in
-#: four is an edge case; the 2^16-head and 2^16-token ones (about a second each) are rarer.
+#: How often each mode is drawn beside `NORMAL_WEIGHT` ordinary cases: one case in three is
+#: an edge case (so that dev's 30 examples reach each mode); the 2^16-head ones (about a
+#: second each) are the rarest.
 MODE_WEIGHTS = {"lengths": 3, "table": 2, "heads": 1, "tokens": 2}
 NORMAL_WEIGHT = 16
 #: Page sizes of the "lengths" mode: powers of two and odd ones, all >= 2^14.
