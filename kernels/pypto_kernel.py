@@ -28,13 +28,18 @@ call is available from :func:`last_verify` (and is attached to
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 from contracts.v1 import Preconditions, validate
 from kernels.pypto_program import BUGS, ProgramDims
-from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker, describe_verify
+from kernels.pypto_runtime import (
+    DEFAULT_TIMEOUT_S,
+    KernelError,
+    default_worker,
+    describe_verify,
+    run_program,
+)
 
 #: The model's attention shape (contract section 4), taken beside the small buckets; only
 #: the properties that ask for it draw it (about 40 s a call in simulation).
@@ -112,28 +117,17 @@ def plan(inputs) -> tuple[ProgramDims, list[torch.Tensor]]:
     return dims, arrays
 
 
-VERIFY_PASSES_ENV = "SPARSE_ATTN_PYPTO_VERIFY_PASSES"
-
-
 def run(bugs: frozenset, kw: dict, timeout_s: float = DEFAULT_TIMEOUT_S,
         verify_passes: bool | None = None) -> torch.Tensor:
     """Validate, pad, run the program with ``bugs`` in the worker, unpad.
 
     ``verify_passes``: also have pypto verify every compiler pass (default: from
-    ``$SPARSE_ATTN_PYPTO_VERIFY_PASSES``, else off)."""
+    ``$SPARSE_ATTN_PYPTO_VERIFY_PASSES``, else off; see `pypto_runtime.run_program`)."""
     global _last_verify
-    if verify_passes is None:
-        verify_passes = os.environ.get(VERIFY_PASSES_ENV, "") not in ("", "0")
     inputs = validate(**kw)
     dims, arrays = plan(inputs)
-    out, report = default_worker().call(
-        ("run", dims, frozenset(bugs), arrays, bool(verify_passes)), timeout_s)
-    _last_verify = report
-    if verify_passes and report and report.get("first_divergent_pass"):
-        # the lowered program disagrees with its own tensor graph: a compiler bug the NPU
-        # would run, whatever the graph's numbers say
-        raise KernelError("pypto's per-pass verification: a lowered stage diverges from the "
-                          "tensor graph", report)
+    out, _last_verify = run_program(default_worker(), dims, bugs, arrays, timeout_s,
+                                    verify_passes)
     B, S = inputs.B, inputs.S
     return out.reshape(dims.B, S, inputs.H, inputs.D)[:B].clone()
 

@@ -25,6 +25,10 @@ import tempfile
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TIMEOUT_S = 300.0  # a cold compile of a new shape takes seconds; a hang is cut here
 # pypto 0.2.0 keeps about 28 MiB per simulated call (measured): a nightly run's worker grew
@@ -245,3 +249,27 @@ def default_worker() -> PyptoWorker:
         _default = PyptoWorker()
         atexit.register(_default.close)
     return _default
+
+
+#: Set (to anything but "" or "0") to have pypto verify every compiler pass of every call.
+VERIFY_PASSES_ENV = "SPARSE_ATTN_PYPTO_VERIFY_PASSES"
+
+
+def run_program(worker: PyptoWorker, dims, bugs: frozenset, arrays: list,
+                timeout_s: float = DEFAULT_TIMEOUT_S,
+                verify_passes: bool | None = None) -> tuple[torch.Tensor, dict | None]:
+    """Run a planned program (either convention's `dims` and `arrays`) with `bugs` in
+    `worker`: its padded output and pypto's pass-verification report.
+
+    `verify_passes`: also have pypto verify every compiler pass (default: from
+    `$SPARSE_ATTN_PYPTO_VERIFY_PASSES`, else off). A lowered stage that diverges from the
+    tensor graph raises `KernelError`: the NPU would run the lowered program, whatever the
+    graph's numbers say."""
+    if verify_passes is None:
+        verify_passes = os.environ.get(VERIFY_PASSES_ENV, "") not in ("", "0")
+    out, report = worker.call(("run", dims, frozenset(bugs), arrays, bool(verify_passes)),
+                              timeout_s)
+    if verify_passes and report and report.get("first_divergent_pass"):
+        raise KernelError("pypto's per-pass verification: a lowered stage diverges from the "
+                          "tensor graph", report)
+    return out, report

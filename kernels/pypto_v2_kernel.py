@@ -16,14 +16,13 @@ the contract never reads the rest. The compressed cut is computed in the program
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 from contracts.checks import ContractError
 from contracts.v2 import Preconditions, validate
-from kernels.pypto_kernel import VERIFY_PASSES_ENV, _bucket, key_tile
-from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, KernelError, default_worker
+from kernels.pypto_kernel import _bucket, key_tile
+from kernels.pypto_runtime import DEFAULT_TIMEOUT_S, default_worker, run_program
 from kernels.pypto_v2_program import BUGS, V2Dims
 
 PRECONDITIONS = Preconditions(
@@ -88,18 +87,12 @@ def plan(inputs) -> tuple[V2Dims, list[torch.Tensor]]:
 def run(bugs: frozenset, kw: dict, timeout_s: float = DEFAULT_TIMEOUT_S,
         verify_passes: bool | None = None) -> torch.Tensor:
     """Validate, pad, run the program with ``bugs`` in the worker, unpad (as
-    :func:`kernels.pypto_kernel.run`, same ``$SPARSE_ATTN_PYPTO_VERIFY_PASSES``)."""
+    :func:`kernels.pypto_kernel.run`)."""
     global _last_verify
-    if verify_passes is None:
-        verify_passes = os.environ.get(VERIFY_PASSES_ENV, "") not in ("", "0")
     inputs = validate(**kw)
     dims, arrays = plan(inputs)
-    out, report = default_worker().call(
-        ("run", dims, frozenset(bugs), arrays, bool(verify_passes)), timeout_s)
-    _last_verify = report
-    if verify_passes and report and report.get("first_divergent_pass"):
-        raise KernelError("pypto's per-pass verification: a lowered stage diverges from the "
-                          "tensor graph", report)
+    out, _last_verify = run_program(default_worker(), dims, bugs, arrays, timeout_s,
+                                    verify_passes)
     return out[:inputs.T].clone()
 
 
