@@ -31,7 +31,7 @@ class TiledKernelV2:
     #: tokens per program (upstream: 8 since #634)
     token_tile = 8
     #: token tiles computed in one vectorised step
-    tiles_per_step = 512
+    tiles_per_step = 2048
 
     def __call__(self, **kw) -> torch.Tensor:
         inputs = validate(**kw)

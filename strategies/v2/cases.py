@@ -125,7 +125,7 @@ def _pool(gen, spec: dict, n: int, cfg: Config) -> torch.Tensor:
 @st.composite
 def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None = None,
           config: Config | None = None, budget: int = DEFAULT_BUDGET, min_S: int = 1,
-          empty_token: bool = False, fixed: dict | None = None) -> Case:
+          empty_token: bool = False, fixed: dict | None = None, edge: str | None = "drawn") -> Case:
     """A valid v2 kernel call meeting `pre`, within the work `budget`.
 
     adversarial: True for adversarial positions, window rows and compressed rows, False
@@ -136,12 +136,19 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     min_S: at least this many tokens per batch.
     empty_token: at least one token has no live lane at all.
     fixed: dims taken as given (e.g. the model's attention shape).
+    edge: "drawn" (an edge case in one draw in three, where allowed), None (never), or one
+        of `edges.EDGE_MODES` (that mode, where allowed: tests that must reach each mode).
     """
     # integers at the edge of their types and counts past launch limits
     # (strategies/v2/edges.py), drawn only where the whole contract is asked for
-    edge = None
-    if (config is None and fixed is None and not empty_token and adversarial is not False
-            and edges.eligible(pre)):
+    if edge is not None and edge != "drawn" and edge not in edges.EDGE_MODES:
+        raise ValueError(f"cases: edge expected 'drawn', None or one of {edges.EDGE_MODES}, "
+                         f"got {edge!r}")
+    allowed = (config is None and fixed is None and not empty_token and adversarial is not False
+               and edges.eligible(pre))
+    if not allowed:
+        edge = None
+    elif edge == "drawn":
         edge = draw(edges.edge_modes(), label="edge")
     if edge is not None:
         cfg = draw(edges.edge_configs(edge, min_S), label="edge_config")
@@ -236,7 +243,7 @@ def _finish(draw, cfg: Config, gen, seed: int, pre: Preconditions, adversarial: 
                     attn_sink=sink, softmax_scale=cfg.softmax_scale, seq_per_batch=cfg.S,
                     index_topk=cfg.IDX_TOPK, compress_ratio=cfg.ratio)
     dominant = False
-    _, live = gather_rows(inputs)
+    live = torch.cat(live_lanes(inputs), dim=1)
     # `_dominate` places keys token by token: too slow for an edge case's 2^16 tokens
     if (spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any())
             and cfg.T <= edges.DOMINATE_MAX_TOKENS):

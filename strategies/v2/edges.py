@@ -41,8 +41,8 @@ EDGE_COLUMNS = v1_edges.EDGE_COLUMNS
 EDGE_COST = v1_edges.EDGE_COST
 EDGE_MODES = ("positions", "table", "window", "heads", "tokens")
 #: One case in three is an edge case (as in v1); positions carry most integer classes.
-MODE_WEIGHTS = {"positions": 4, "table": 2, "window": 1, "heads": 1, "tokens": 2}
-NORMAL_WEIGHT = 20
+MODE_WEIGHTS = {"positions": 4, "table": 2, "window": 1, "heads": 1, "tokens": 1}
+NORMAL_WEIGHT = 18
 #: Ratios of the "positions" mode: the model's, then past 2^16 (drawn below).
 MODEL_RATIOS = (1, 4, 128)
 #: What a "positions" batch's start is near: the position itself, or `pos + 1` near
