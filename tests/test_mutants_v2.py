@@ -267,7 +267,7 @@ THRESHOLDS = {
     "window-row-16bit": (window_row, [65535], [65536, 2**17 + 3]),
     "token-grid-limit": (tokens, [65535], [65536]),
     "head-grid-limit": (heads, [65535], [65536]),
-    "cut-fp32": (fp32_position, [2**24 - 1], [2**24, 2**24 + 2]),
+    "cut-fp32": (fp32_position, [2**24 - 1, 2**24 + 2], [2**24, 2**24 + 4]),
 }
 
 
