@@ -2,7 +2,10 @@
 exactly one bug each, one overridden method apiece, each from upstream pypto-lib's bug
 history since the seed (/work/shared/upstream-v2.md section 2; the pull request is named in
 each docstring). Where upstream's bug sits behind a production-sized threshold, the threshold
-here is scaled down so that small inputs reach it (said in the docstring).
+here is scaled down so that small inputs reach it (said in the docstring). The last group
+holds integer-edge bugs (issue #19): a fixed-width or fp32 integer path, an int32 overflow,
+a launch-grid limit, each wrong only past its type's edge (strategies/v2/edges.py reaches
+them).
 """
 
 from __future__ import annotations
@@ -220,6 +223,79 @@ class CutFp32(TiledKernelV2):
         return torch.trunc((pos + 1).to(torch.float32) * inv).to(torch.int64)
 
 
+# -- integers at the edge of their types (issue #19) ------------------------------------------
+
+INT32_MIN, INT32_SPAN = -(2**31), 2**32
+#: Programs on one launch-grid axis (CUDA's y and z).
+GRID = 65535
+
+
+def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
+    """`x` as a wrapping int32 would hold it (two's complement), in int64."""
+    return (x - INT32_MIN) % INT32_SPAN + INT32_MIN
+
+
+class CutInt32Overflow(TiledKernelV2):
+    """The cut's `pos + 1` computed in int32 (class: int32 overflow, issue #19): at
+    `pos = INT32_MAX` it wraps to `INT32_MIN`, and C's truncating division gives a negative
+    cut, so the token attends no compressed slot. Exposed by a token at position INT32_MAX
+    with a live compressed id."""
+
+    def cmp_bound(self, pos, ratio):
+        if ratio is None:
+            return super().cmp_bound(pos, ratio)
+        return torch.div(_wrap_int32(pos + 1), ratio, rounding_mode="trunc")
+
+
+class CmpColumn12Bit(TiledKernelV2):
+    """The `cmp_block_table` column `slot // BLOCK` kept in a 12-bit field (class: narrow
+    column field, issue #19): column `j >= 4096` reads column `j & 0xFFF`, another page.
+    Exposed by a live compressed slot in column 4096 or later."""
+
+    def cmp_block(self, inputs, table, b, slot):
+        col = ((slot // inputs.BLOCK) & 0xFFF).clamp(0, table.shape[1] - 1)
+        return table[b[:, None].expand_as(col), col]
+
+
+class CmpBlockId16(TiledKernelV2):
+    """Compressed block ids kept in 16 bits (class: narrow id field, issue #19): block
+    `n >= 65536` reads block `n & 0xFFFF`. Exposed by a live compressed slot in a block with
+    id 65536 or more (a pool of more than 2^16 blocks)."""
+
+    def cmp_block(self, inputs, table, b, slot):
+        return super().cmp_block(inputs, table, b, slot) & 0xFFFF
+
+
+class WindowRow16Bit(TiledKernelV2):
+    """A window lane's flat `ori_kv` row kept in 16 bits (class: narrow index field, issue
+    #19; a uint16 gather offset): row `w >= 65536` reads row `w & 0xFFFF`. Exposed by a live
+    window lane naming a row past 2^16 (a pool of more than 2^16 rows)."""
+
+    def window_address(self, w, pos, inputs):
+        return w & 0xFFFF
+
+
+class TokenGridLimit(TiledKernelV2):
+    """Token tiles on one launch-grid axis capped at 65535 programs, with no loop over the
+    rest (class: grid limit, issue #19; one token a program, as upstream's decode grids):
+    tokens `t >= 65535` are never computed and their output stays zero. Exposed by
+    T > 65535 with a live lane in a token past the limit."""
+
+    def token_tiles(self, T, dev):
+        return list(torch.arange(min(T, GRID), device=dev).split(self.token_tile))
+
+
+class HeadGridLimit(TiledKernelV2):
+    """Heads on a launch-grid axis capped at 65535 programs (class: grid limit, issue #19):
+    heads `h >= 65535` are never computed and their output stays zero. Exposed by
+    H > 65535 with a non-zero output in a head past the limit."""
+
+    def finish(self, state, sink):
+        o = super().finish(state, sink)
+        o[:, GRID:] = 0
+        return o
+
+
 #: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
 MUTANTS_V2 = {
     "empty-tile-merge": EmptyTileMerge(),
@@ -237,4 +313,10 @@ MUTANTS_V2 = {
     "page-run-window": PageRunWindow(),
     "first-head-of-tile": FirstHeadOfTile(),
     "cut-fp32": CutFp32(),
+    "cut-int32-overflow": CutInt32Overflow(),
+    "cmp-column-12bit": CmpColumn12Bit(),
+    "cmp-block-id-16": CmpBlockId16(),
+    "window-row-16bit": WindowRow16Bit(),
+    "token-grid-limit": TokenGridLimit(),
+    "head-grid-limit": HeadGridLimit(),
 }

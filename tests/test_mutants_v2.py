@@ -221,6 +221,79 @@ def slot_at_2_24():
     return make([[-1]], [[2**24]], [2**24], BLOCK=4096, ratio=1, table=[[0] * 4096 + [1]])
 
 
+# integer edges (issue #19): each builder takes the integer at its edge, `t`
+
+
+def position(t):
+    # pos t, r 4: slot 5 (column 1, block 1) is live up to INT32_MAX
+    return make([[-1]], [[5, -1]], [t], ratio=4, table=[[0, 1]])
+
+
+def cmp_column(t):
+    # pages of one row: slot t sits in column t (block 1); column t & 0xFFF holds block 0
+    return make([[-1]], [[t]], [t], BLOCK=1, D=2, ratio=1, table=[[0] * t + [1]])
+
+
+def cmp_block_id(t):
+    # slot 0 in block t of a pool of t + 1 one-row blocks
+    return make([[-1]], [[0]], [0], BLOCK=1, D=2, ratio=1, n_cmp=t + 1, table=[[t]])
+
+
+def window_row(t):
+    return make([[t]], D=2)
+
+
+def tokens(t):
+    # t tokens of one batch, each with one live window lane
+    return make([[k % 8] for k in range(t)], S=t, D=2, n_ori=2)
+
+
+def heads(t):
+    return make([[0, 1]], H=t, D=2)
+
+
+def fp32_position(t):
+    # pos t, r 1: slot t is live (the cut is t + 1); in fp32 `t + 1` rounds to t from
+    # 2^24 on when t + 1 is odd (pages of 4096 rows: column t // 4096 is block 1)
+    return make([[-1]], [[t]], [t], BLOCK=4096, D=2, ratio=1,
+                table=[[0] * (t // 4096) + [1]])
+
+
+#: name -> (builder, integers just below the edge (right), at or past it (wrong))
+THRESHOLDS = {
+    "cut-int32-overflow": (position, [2**31 - 2, 2**24], [2**31 - 1]),
+    "cmp-column-12bit": (cmp_column, [4095], [4096, 2**16 + 1]),
+    "cmp-block-id-16": (cmp_block_id, [65535], [65536]),
+    "window-row-16bit": (window_row, [65535], [65536, 2**17 + 3]),
+    "token-grid-limit": (tokens, [65535], [65536]),
+    "head-grid-limit": (heads, [65535], [65536]),
+    "cut-fp32": (fp32_position, [2**24 - 1, 2**24 + 2], [2**24, 2**24 + 4]),
+}
+
+
+def _thresholds(side):
+    return [pytest.param(name, t, id=f"{name}-{t}")
+            for name, case in THRESHOLDS.items() for t in case[side]]
+
+
+@pytest.mark.parametrize("name, t", _thresholds(1))
+def test_integer_edge_mutant_is_right_below_its_edge(name, t):
+    kw = THRESHOLDS[name][0](t)
+    assert check(sparse_attn, kw).ok
+    result = check(MUTANTS_V2[name], kw)
+    assert result.ok, result.message
+
+
+@pytest.mark.parametrize("name, t", _thresholds(2))
+def test_integer_edge_mutant_is_wrong_past_its_edge(name, t):
+    kw = THRESHOLDS[name][0](t)
+    right = check(sparse_attn, kw)
+    assert right.ok, right.message
+    result = check(MUTANTS_V2[name], kw)
+    # clearly outside: non-finite, or several tolerances off
+    assert result.worst_ratio > 4, f"{name} at {t}: worst ratio {result.worst_ratio}"
+
+
 MUTANT_CASES = {
     "empty-tile-merge": one_live_window_lane_in_two_blocks,
     "window-by-count": live_lane_after_a_negative,
@@ -237,6 +310,8 @@ MUTANT_CASES = {
     "page-run-window": non_consecutive_window,
     "first-head-of-tile": q_heads_17,
     "cut-fp32": slot_at_2_24,
+    **{name: (lambda b=build, t=past[0]: b(t)) for name, (build, _, past) in THRESHOLDS.items()
+       if name != "cut-fp32"},
 }
 
 
@@ -282,6 +357,6 @@ def test_every_mutant_overrides_exactly_one_method():
     for name, kernel in MUTANTS_V2.items():
         cls = type(kernel)
         assert cls.__bases__ == (TiledKernelV2,), f"{name}: {cls.__bases__}"
-        assert cls.__doc__ and "#" in cls.__doc__, f"{name}: no docstring naming its PR"
+        assert cls.__doc__ and "#" in cls.__doc__, f"{name}: no docstring naming its PR or issue"
         methods = [n for n, v in vars(cls).items() if callable(v)]
         assert len(methods) == 1 and methods[0] in base, f"{name} defines {methods}"

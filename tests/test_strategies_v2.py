@@ -16,6 +16,7 @@ from strategies.coverage import corners as any_corners
 from strategies.v2.cases import Case, cases
 from strategies.v2.coverage import CORNERS as V2
 from strategies.v2.coverage import corners
+from strategies.v2.edges import EDGE_COLUMNS, EDGE_COST, EDGE_MODES, LAUNCH_LIMIT
 from strategies.v2.indexer import visible
 from strategies.v2.windows import lookup, window_rows
 
@@ -139,17 +140,52 @@ def test_empty_token_cases_have_one(pre):
 @settings(max_examples=100)
 @given(case=cases())
 def test_cases_stay_within_the_budget(case):
+    """Ordinary cases stay within the budget; an edge case (strategies/v2/edges.py) within
+    its own fixed bound, whatever the profile (2^16 tokens cost about a second)."""
     i = case.inputs
-    assert cost(_dims(case)) <= DEFAULT_BUDGET
+    assert cost(_dims(case)) <= (DEFAULT_BUDGET if case.edge is None else EDGE_COST)
     # the pools and tables stay of the budget's order however far the positions are
     elements = (i.ori_kv.numel() + i.cmp_kv.numel()) + 16 * i.cmp_block_table.numel()
     assert elements <= 2 * DEFAULT_BUDGET, (elements, case.describe(4))
 
 
+@settings(max_examples=40)
+@given(case=st.sampled_from(EDGE_MODES).flatmap(lambda mode: cases(edge=mode)))
+def test_edge_cases_reach_their_edges(case):
+    """Every edge case puts the one integer it is about at its edge, with the rest tiny, and
+    holds ids at and beside every token's cut."""
+    c, i = case.config, case.inputs
+    validate(**i.kwargs())
+    assert case.edge in EDGE_MODES
+    assert c.H * c.D <= 2 * 4 or case.edge == "heads"
+    pos = i.position_ids.reshape(-1).to(torch.int64)
+    bound = cmp_bound(i.position_ids, i.compress_ratio)
+    ids = i.idx_topk[:, :c.IDX_TOPK].to(torch.int64)
+    assert bool(((ids == (bound - 1)[:, None]).any(-1)).all())         # live, beside the cut
+    at = bound <= INT32_MAX
+    assert bool(((ids == bound[:, None]).any(-1) | ~at).all())          # ignored, at the cut
+    live_w, live_c = live_lanes(i)
+    if case.edge == "positions":
+        assert int(pos.max()) >= 2**16 - c.S - 2 and i.cmp_block_table.shape[1] <= EDGE_COLUMNS
+    if case.edge == "table":
+        table = i.cmp_block_table.to(torch.int64)
+        b = i.batch_of_token[:, None].expand_as(ids)
+        blk = table[b[live_c], ids[live_c] // c.BLOCK]
+        assert table.shape[1] > 2**12 and i.cmp_kv.shape[0] > 2**16
+        assert blk.numel() and bool((blk >= 2**16).all())
+    if case.edge == "window":
+        assert bool((i.window_swa_indices.to(torch.int64)[live_w] >= 2**16).all())
+    if case.edge == "heads":
+        assert c.H > LAUNCH_LIMIT and c.T <= 4
+    if case.edge == "tokens":
+        assert c.T > LAUNCH_LIMIT and c.H == 1
+        assert bool(live_w[LAUNCH_LIMIT:].any(-1).all())    # every token past the limit sees a row
+
+
 @settings(max_examples=100)
 @given(data=st.data())
 def test_a_given_config_is_kept(data):
-    first = data.draw(cases())
+    first = data.draw(cases(edge=None))       # an edge case's config is not for reuse
     second = data.draw(cases(config=first.config))
     assert dataclasses.replace(second.config, softmax_scale=0.0) == dataclasses.replace(
         first.config, softmax_scale=0.0)
@@ -158,8 +194,14 @@ def test_a_given_config_is_kept(data):
 REACHED = dict.fromkeys(V2, 0)
 
 
+#: Most counted cases are drawn as the suite draws them, some with an empty token, and some
+#: in each edge mode given: within one run the drawn modes cluster (Hypothesis mutates
+#: earlier examples), and every corner must be shown reachable.
+COUNTED = st.sampled_from(("drawn",) * 8 + ("empty",) * 3 + EDGE_MODES)
+
+
 @settings(max_examples=400, database=None)
-@given(case=st.booleans().flatmap(lambda e: cases(empty_token=e)))
+@given(case=COUNTED.flatmap(lambda k: cases(empty_token=True) if k == "empty" else cases(edge=k)))
 def _count_corners(case):
     """Not a test of its own (its draws would run twice): counted in `REACHED`, checked by
     `test_corners_were_reached`, which runs it."""

@@ -32,19 +32,19 @@ def others_changed(inputs: Inputs, t: int, gen: torch.Generator) -> Inputs:
     idx = inputs.idx_topk.clone()
     table = inputs.cmp_block_table.to(torch.int64)
     real = (table >= 0) & (table < inputs.cmp_kv.shape[0])
-    for u in torch.nonzero(others).flatten().tolist():
-        b = u // inputs.S
-        cols = torch.nonzero(real[b]).flatten()
-        n = inputs.index_topk
-        if cols.numel() == 0 or n == 0:
-            idx[u, :n] = -1
-            continue
-        col = cols[torch.randint(cols.numel(), (n,), generator=gen)]
-        slot = col * block + torch.randint(block, (n,), generator=gen)
+    n = inputs.index_topk
+    if n:
+        # all tokens at once (an edge case has 2^16): per token, n columns drawn among its
+        # batch's real ones (listed first by a stable sort), a row in each
+        b = inputs.batch_of_token
+        count = real.sum(dim=1)[b][:, None]
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        k = (torch.rand((T, n), generator=gen) * count).long().clamp(max=table.shape[1] - 1)
+        slot = order[b[:, None], k] * block + torch.randint(block, (T, n), generator=gen)
         # every slot addresses a real block, so whichever the token's new cut keeps is
         # valid; some lanes empty
-        empty = torch.rand(n, generator=gen) < 0.25
-        idx[u, :n] = torch.where(empty, -1, slot).to(torch.int32)
+        empty = (torch.rand((T, n), generator=gen) < 0.25) | (count == 0)
+        idx[others, :n] = torch.where(empty, -1, slot).to(torch.int32)[others]
     # pool rows token t does not read: fresh values of the same scale
     keep_ori = torch.zeros(n_rows, dtype=torch.bool)
     keep_ori[inputs.window_swa_indices[t].to(torch.int64)[live_w[t]]] = True

@@ -17,6 +17,7 @@ from contracts.v2 import Inputs, Preconditions, cmp_bound, gather_rows, live_lan
 from strategies.cases import _beyond_fp16, _short
 from strategies.config import DEFAULT_BUDGET
 from strategies.layouts import layouts
+from strategies.v2 import edges
 from strategies.v2.config import Config, configs
 from strategies.v2.indexer import (
     PAD,
@@ -61,6 +62,7 @@ class Case:
     ori_block_table: the table the window rows were produced through (dense `[B, cols]`
         int32, or sparse `{b: {column: block}}`); not a kernel argument.
     placement: how the tokens of a batch are placed (`positions.TOKEN_PLACEMENTS`).
+    edge: the edge mode (`strategies.v2.edges.EDGE_MODES`) of an edge case, else None.
     """
 
     inputs: Inputs
@@ -73,6 +75,7 @@ class Case:
     dominant: bool = False
     ori_block_table: Table | None = dataclasses.field(default=None, repr=False, compare=False)
     placement: str = "model"
+    edge: str | None = None
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
@@ -96,7 +99,7 @@ class Case:
             f"config: B={c.B} S={c.S} H={c.H} D={c.D} WIN={c.WIN} IDX_TOPK={c.IDX_TOPK} L={c.L} "
             f"BLOCK={c.BLOCK} compress_ratio={c.ratio} cut={c.cut} "
             f"softmax_scale={c.softmax_scale:.6g}",
-            f"path={self.path} placement={self.placement} values={self.values} "
+            f"path={self.path} placement={self.placement} edge={self.edge} values={self.values} "
             f"start_pos={_short(self.start_pos)} seed={self.seed}",
             f"layout={dict(i.layout) or 'all contiguous'} N_ori={i.ori_kv.shape[0]} "
             f"N_cmp={i.cmp_kv.shape[0]} M={i.cmp_block_table.shape[1]}",
@@ -122,7 +125,7 @@ def _pool(gen, spec: dict, n: int, cfg: Config) -> torch.Tensor:
 @st.composite
 def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None = None,
           config: Config | None = None, budget: int = DEFAULT_BUDGET, min_S: int = 1,
-          empty_token: bool = False, fixed: dict | None = None) -> Case:
+          empty_token: bool = False, fixed: dict | None = None, edge: str | None = "drawn") -> Case:
     """A valid v2 kernel call meeting `pre`, within the work `budget`.
 
     adversarial: True for adversarial positions, window rows and compressed rows, False
@@ -133,7 +136,29 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     min_S: at least this many tokens per batch.
     empty_token: at least one token has no live lane at all.
     fixed: dims taken as given (e.g. the model's attention shape).
+    edge: "drawn" (an edge case in one draw in three, where allowed), None (never), or one
+        of `edges.EDGE_MODES` (that mode, where allowed: tests that must reach each mode).
     """
+    # integers at the edge of their types and counts past launch limits
+    # (strategies/v2/edges.py), drawn only where the whole contract is asked for
+    if edge is not None and edge != "drawn" and edge not in edges.EDGE_MODES:
+        raise ValueError(f"cases: edge expected 'drawn', None or one of {edges.EDGE_MODES}, "
+                         f"got {edge!r}")
+    allowed = (config is None and fixed is None and not empty_token and adversarial is not False
+               and edges.eligible(pre))
+    if not allowed:
+        edge = None
+    elif edge == "drawn":
+        edge = draw(edges.edge_modes(), label="edge")
+    if edge is not None:
+        cfg = draw(edges.edge_configs(edge, min_S), label="edge_config")
+        seed = draw(st.integers(0, 2**32 - 1), label="seed")
+        gen = torch.Generator().manual_seed(seed)
+        start_pos, position_ids, ori_table, n_ori, windows, idx, cmp_table, n_cmp = draw(
+            edges.edge_lanes(cfg, edge, gen, budget), label="edge_lanes")
+        return _finish(draw, cfg, gen, seed, pre, True, config, "adversarial", start_pos,
+                       "model", position_ids, ori_table, n_ori, windows, idx, cmp_table, n_cmp,
+                       edge)
     cfg = config if config is not None else draw(configs(pre, budget, min_S=min_S, fixed=fixed),
                                                  label="config")
     if pre.canonical_rows and pre.canonical_windows:
@@ -193,7 +218,14 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
                              max_columns=pre.max_cmp_columns)
     cmp_table, n_cmp = draw(cmp_block_tables(idx, position_ids, cfg, gen, pre.max_cmp_columns),
                             label="cmp_table")
+    return _finish(draw, cfg, gen, seed, pre, adversarial, config, path, start_pos, placement,
+                   position_ids, ori_table, n_ori, windows, idx, cmp_table, n_cmp, None)
 
+
+def _finish(draw, cfg: Config, gen, seed: int, pre: Preconditions, adversarial: bool, config,
+            path: str, start_pos, placement: str, position_ids, ori_table, n_ori: int, windows,
+            idx, cmp_table, n_cmp: int, edge: str | None) -> Case:
+    """The case's values (pools, queries, sinks, a dominant key, a layout) over its lanes."""
     spec = draw(value_regimes(cfg.D, cfg.TOPK, cfg.softmax_scale, keep_scale=config is not None),
                 label="values")
     if spec["regime"] == "extreme":
@@ -211,15 +243,17 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
                     attn_sink=sink, softmax_scale=cfg.softmax_scale, seq_per_batch=cfg.S,
                     index_topk=cfg.IDX_TOPK, compress_ratio=cfg.ratio)
     dominant = False
-    _, live = gather_rows(inputs)
-    if spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any()):
+    live = torch.cat(live_lanes(inputs), dim=1)
+    # `_dominate` places keys token by token: too slow for an edge case's 2^16 tokens
+    if (spec["regime"] == "dominant" and cfg.softmax_scale != 0 and bool(live.any())
+            and cfg.T <= edges.DOMINATE_MAX_TOKENS):
         inputs = _dominate(inputs, live, gen)
         dominant = True
     extremes = spec["regime"] == "extreme" and _beyond_fp16(inputs)
     inputs = inputs.replace(layout=draw(layouts(inputs), label="layout"))
     return Case(inputs=inputs, config=cfg, path=path, start_pos=start_pos, seed=seed,
                 values=spec["regime"], extremes=extremes, dominant=dominant,
-                ori_block_table=ori_table, placement=placement)
+                ori_block_table=ori_table, placement=placement, edge=edge)
 
 
 def _dominate(inputs: Inputs, live: torch.Tensor, gen: torch.Generator) -> Inputs:

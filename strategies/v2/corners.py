@@ -5,6 +5,9 @@ from __future__ import annotations
 
 #: Positions at or above this make an fp32 cut `trunc((p + 1) * (1 / r))` inexact (P4).
 FP32_EXACT = 2**24
+INT32_MAX = 2**31 - 1
+#: A window row (flat `ori_kv` row) at or past this needs more than 16 bits.
+BIG_ROW = 2**16
 
 #: name -> what a v2 case must contain to hit the corner (shown in the report).
 V2_CORNERS: dict[str, str] = {
@@ -29,4 +32,13 @@ V2_CORNERS: dict[str, str] = {
                  "IDX_TOPK>512 or BLOCK>128)",
     "off_tile": "H, D, TOPK or BLOCK not a multiple of 16",
     "nonpositive_scale": "softmax_scale <= 0",
+    "int32_position": f"a position within 2^8 of INT32_MAX = {INT32_MAX} (pos + 1 overflows "
+                      f"int32 at the top)",
+    "inexact_cut": "a compressed id between a token's cut and the cut computed in fp32, "
+                   "trunc(fp32(pos + 1) * fp32(1 / r)), where the two differ",
+    "wide_table": "a live compressed slot in a cmp_block_table column at or past 2^12 = 4096",
+    "big_block_id": "a live compressed slot in a physical block with id at or past 2^16 = 65536",
+    "big_window_row": f"a live window lane naming a flat ori_kv row at or past 2^16 = {BIG_ROW}",
+    "many_heads": "H past a launch-grid axis' 65535 programs",
+    "many_tokens": "T = B*S past a launch-grid axis' 65535 programs",
 }

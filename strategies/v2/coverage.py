@@ -2,7 +2,8 @@
 strategies/v2/corners.py): the compressed cut at and beside multiples of the ratio, no cut,
 tokens of a batch at unrelated positions, windows across non-adjacent pages of a shared
 pool, ids exactly at the cut, live-looking ids in unread columns, long context, far
-positions, and the v1 corners that carry over. `strategies.coverage.corners` dispatches
+positions, integers at the edge of their types (strategies/v2/edges.py), and the v1 corners
+that carry over. `strategies.coverage.corners` dispatches
 here for a v2 case."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from contracts.v2 import cmp_bound, live_lanes
-from strategies.coverage import LONG_CONTEXT, SEED_CONFIG
-from strategies.v2.corners import FP32_EXACT, V2_CORNERS
+from strategies.coverage import BIG_BLOCK, LAUNCH_LIMIT, LONG_CONTEXT, SEED_CONFIG, WIDE_COLUMN
+from strategies.v2.corners import BIG_ROW, FP32_EXACT, INT32_MAX, V2_CORNERS
 
 CORNERS = V2_CORNERS
 
@@ -65,7 +66,42 @@ def corners(case) -> list[str]:
         hit.add("off_tile")
     if c.softmax_scale <= 0:
         hit.add("nonpositive_scale")
+    hit |= _integer_edges(i, pos, bound, idx[:, :i.IDX_TOPK], live_w, live_c, w)
     return [name for name in CORNERS if name in hit]
+
+
+def fp32_cut(pos: torch.Tensor, ratio: int) -> torch.Tensor:
+    """The cut as a kernel computing it in fp32 gets it: `trunc(fp32(pos + 1) * fp32(1/r))`."""
+    inv = torch.tensor(1.0 / ratio, dtype=torch.float32)
+    return torch.trunc((pos + 1).to(torch.float32) * inv).to(torch.int64)
+
+
+def _integer_edges(i, pos, bound, c, live_w, live_c, w) -> set[str]:
+    """The corners of integers at the edge of their types and of launch-grid limits."""
+    hit = set()
+    if bool((pos > INT32_MAX - 2**8).any()):
+        hit.add("int32_position")
+    r = i.compress_ratio
+    if r is not None:
+        other = fp32_cut(pos, r)
+        lo, hi = torch.minimum(bound, other)[:, None], torch.maximum(bound, other)[:, None]
+        if bool(((c >= lo) & (c < hi)).any()):
+            hit.add("inexact_cut")
+    col = torch.where(live_c, c, 0) // i.BLOCK
+    if bool((live_c & (col >= WIDE_COLUMN)).any()):
+        hit.add("wide_table")
+    table = i.cmp_block_table.to(torch.int64)
+    b = i.batch_of_token[:, None].expand_as(col)
+    blk = table[b, col.clamp(max=table.shape[1] - 1)]
+    if bool((live_c & (blk >= BIG_BLOCK)).any()):
+        hit.add("big_block_id")
+    if bool((live_w & (w >= BIG_ROW)).any()):
+        hit.add("big_window_row")
+    if i.H > LAUNCH_LIMIT:
+        hit.add("many_heads")
+    if i.T > LAUNCH_LIMIT:
+        hit.add("many_tokens")
+    return hit
 
 
 def _straddles(w: torch.Tensor, live: torch.Tensor, block: int) -> bool:

@@ -97,10 +97,11 @@ def used_columns(position_ids: torch.Tensor, seq_per_batch: int, window_size: in
     lo = torch.clamp(pos - window_size + 1, min=0) // block
     hi = pos // block
     B = pos.numel() // seq_per_batch
-    out: list[set[int]] = [set() for _ in range(B)]
-    for t, (a, z) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
-        out[t // seq_per_batch].update(range(a, z + 1))
-    return [sorted(c) for c in out]
+    # all tokens at once (an edge case has 2^16): each token's columns lo .. hi
+    span = torch.arange(int((hi - lo).max()) + 1 if pos.numel() else 0, dtype=torch.int64)
+    cols = lo[:, None] + span[None, :]
+    cols = torch.where(cols <= hi[:, None], cols, lo[:, None]).reshape(B, -1)
+    return [torch.unique(cols[b]).tolist() for b in range(B)]
 
 
 def _dense_fits(B: int, cols: int, budget: int) -> bool:
