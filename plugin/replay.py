@@ -38,6 +38,16 @@ def parse_blob(arg: str) -> tuple[str | None, bytes]:
     return (version if sep else None), blob.encode()
 
 
+def given_blob(config) -> str | None:
+    """`VERSION:BLOB` of this run's own `--replay`, if any: Hypothesis prints no blob for a
+    failure it reproduced from one, so a replayed failure's replay line carries it from here."""
+    arg = config.getoption("replay")
+    if not arg:
+        return None
+    version, data = parse_blob(arg)
+    return f"{version or hypothesis.__version__}:{data.decode()}"
+
+
 def replay_command(nodeid: str, kernel: str | None, profile: str, blob: str | None) -> str:
     """A one-line command that replays a failure on any machine with the suite installed
     (with the example database, a plain rerun of the test also replays it first)."""
@@ -71,5 +81,5 @@ def pytest_runtest_makereport(item, call):
         who = identity(item)
         report.sections.append((REPLAY_SECTION, replay_command(
             who["nodeid"], who["kernel"], hypothesis.settings.get_current_profile_name(),
-            find_blob(str(report.longrepr)))))
+            find_blob(str(report.longrepr)) or given_blob(item.config))))
     return report

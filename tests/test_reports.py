@@ -92,6 +92,9 @@ def test_replay_line_reproduces_the_failure(mixed_run):
     assert "1 failed" in res.stdout
     # the replayed example is the shrunk counterexample itself
     assert bad["counterexample"]["case"].splitlines()[0] in res.stdout
+    # and the replayed failure's own replay line is that same line (Hypothesis prints no
+    # blob for a failure it reproduced, so the plugin carries --replay's)
+    assert bad["replay"] in res.stdout
 
 
 class _Cells(HTMLParser):
