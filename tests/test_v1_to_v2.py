@@ -48,7 +48,14 @@ def assert_same_call(inputs: v1.Inputs, mapped: v2.Inputs):
 def test_mapped_call_attends_the_same_multiset_and_gives_the_same_output(case):
     # a ratio of 1 or the model's 4: the positions scale with it, the live set must not
     for r in (1, 4):
-        assert_same_call(case.inputs, to_v2(case.inputs, compress_ratio=r))
+        try:
+            mapped = to_v2(case.inputs, compress_ratio=r)
+        except ContractError as exc:
+            # an edge case's compressed length past INT32_MAX / r has no int32 position in
+            # v2: the mapping must say so, naming the ratio (and only for such a case)
+            assert case.edge is not None and "compress_ratio" in str(exc), exc
+            continue
+        assert_same_call(case.inputs, mapped)
 
 
 def test_hand_built_call_maps_entry_by_entry():
