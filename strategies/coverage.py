@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from contracts.v1 import derived_lengths, live_mask
+from strategies.edges import BIG_ID, FP32_EXACT, INT32_MAX, LAUNCH_LIMIT, WIDE_COLUMN
 from strategies.v2.corners import V2_CORNERS
 
 #: Beyond the seed's own config (contract section 4): B=64, S=2, H=64, D=512, WIN=128,
@@ -25,15 +26,6 @@ EXP_OVERFLOW = 88.0
 FP16_MAX = 65504.0
 #: Live entries in one row above this are "many" (a fixed-size candidate buffer overflows).
 MANY_LIVE = 1024
-INT32_MAX = 2**31 - 1
-#: Integers above this are not all exact in fp32.
-FP32_EXACT = 2**24
-#: A block-table column at or past this needs more than a 12-bit column field.
-WIDE_COLUMN = 2**12
-#: A block id at or past this needs more than 16 bits.
-BIG_BLOCK = 2**16
-#: Programs on one launch-grid axis (CUDA's y and z).
-LAUNCH_LIMIT = 65535
 
 #: name -> what a case must contain to hit the corner (shown in the report).
 V1_CORNERS: dict[str, str] = {
@@ -55,7 +47,7 @@ V1_CORNERS: dict[str, str] = {
     "fp32_inexact": f"a derived length or a live index above 2^24 = {FP32_EXACT} (fp32 no "
                     f"longer holds every integer)",
     "wide_table": f"a live slot in a block-table column at or past 2^12 = {WIDE_COLUMN}",
-    "big_block_id": f"a live slot in a physical block with id at or past 2^16 = {BIG_BLOCK}",
+    "big_block_id": f"a live slot in a physical block with id at or past 2^16 = {BIG_ID}",
     "many_heads": f"H past a launch-grid axis' {LAUNCH_LIMIT} programs",
     "many_tokens": f"B*S past a launch-grid axis' {LAUNCH_LIMIT} programs",
 }
@@ -118,7 +110,7 @@ def _integer_edges(i, live: torch.Tensor, e: torch.Tensor) -> set[str]:
     table = i.cmp_block_table.to(torch.int64)
     b = torch.arange(i.B)[:, None, None].expand_as(col)
     blk = table[b, col.clamp(max=table.shape[1] - 1)]
-    if bool((is_cmp & (blk >= BIG_BLOCK)).any()):
+    if bool((is_cmp & (blk >= BIG_ID)).any()):
         hit.add("big_block_id")
     if i.H > LAUNCH_LIMIT:
         hit.add("many_heads")

@@ -25,7 +25,15 @@ from hypothesis import strategies as st
 from contracts.v1 import Preconditions
 from strategies.config import SCALE_FACTORS, Config
 
+# The edges the modes (here and in strategies/v2/edges.py) reach, and so the thresholds of
+# the coverage corners that count them (strategies/coverage.py, strategies/v2/corners.py).
 INT32_MAX = 2**31 - 1
+#: Integers above this are not all exact in fp32.
+FP32_EXACT = 2**24
+#: A block-table column at or past this needs more than a 12-bit column field.
+WIDE_COLUMN = 2**12
+#: A block id (or a flat row) at or past this needs more than 16 bits.
+BIG_ID = 2**16
 #: A launch-grid axis of CUDA (y, z) and of many NPU runtimes holds at most this many programs.
 LAUNCH_LIMIT = 65535
 #: Most compressed-table columns an edge case builds per batch (past 2^16, and enough for
@@ -50,10 +58,12 @@ def eligible(pre: Preconditions) -> bool:
     return not pre.dims and pre.max_seqused is None and not pre.canonical_rows
 
 
-def edge_modes() -> st.SearchStrategy[str | None]:
-    """None (an ordinary case) most of the time, else one of `EDGE_MODES`; shrinks to None."""
-    modes = [m for m in EDGE_MODES for _ in range(MODE_WEIGHTS[m])]
-    return st.sampled_from((None,) * NORMAL_WEIGHT + tuple(modes))
+def edge_modes(weights: dict[str, int] = MODE_WEIGHTS,
+               normal: int = NORMAL_WEIGHT) -> st.SearchStrategy[str | None]:
+    """None (an ordinary case) `normal` times in `normal + sum(weights)`, else a mode, each
+    as often as its weight (default: v1's `EDGE_MODES`); shrinks to None."""
+    modes = [m for m, w in weights.items() for _ in range(w)]
+    return st.sampled_from((None,) * normal + tuple(modes))
 
 
 @st.composite

@@ -3,11 +3,10 @@ code that detects them so that `strategies.coverage` can list them without impor
 
 from __future__ import annotations
 
-#: Positions at or above this make an fp32 cut `trunc((p + 1) * (1 / r))` inexact (P4).
-FP32_EXACT = 2**24
-INT32_MAX = 2**31 - 1
-#: A window row (flat `ori_kv` row) at or past this needs more than 16 bits.
-BIG_ROW = 2**16
+# FP32_EXACT: positions at or above it make an fp32 cut `trunc((p + 1) * (1 / r))` inexact
+# (P4); BIG_ID: a window row (flat `ori_kv` row) or block id at or past it needs more than
+# 16 bits
+from strategies.edges import BIG_ID, FP32_EXACT, INT32_MAX, LAUNCH_LIMIT, WIDE_COLUMN
 
 #: name -> what a v2 case must contain to hit the corner (shown in the report).
 V2_CORNERS: dict[str, str] = {
@@ -36,9 +35,11 @@ V2_CORNERS: dict[str, str] = {
                       f"int32 at the top)",
     "inexact_cut": "a compressed id between a token's cut and the cut computed in fp32, "
                    "trunc(fp32(pos + 1) * fp32(1 / r)), where the two differ",
-    "wide_table": "a live compressed slot in a cmp_block_table column at or past 2^12 = 4096",
-    "big_block_id": "a live compressed slot in a physical block with id at or past 2^16 = 65536",
-    "big_window_row": f"a live window lane naming a flat ori_kv row at or past 2^16 = {BIG_ROW}",
-    "many_heads": "H past a launch-grid axis' 65535 programs",
-    "many_tokens": "T = B*S past a launch-grid axis' 65535 programs",
+    "wide_table": f"a live compressed slot in a cmp_block_table column at or past 2^12 = "
+                  f"{WIDE_COLUMN}",
+    "big_block_id": f"a live compressed slot in a physical block with id at or past 2^16 = "
+                    f"{BIG_ID}",
+    "big_window_row": f"a live window lane naming a flat ori_kv row at or past 2^16 = {BIG_ID}",
+    "many_heads": f"H past a launch-grid axis' {LAUNCH_LIMIT} programs",
+    "many_tokens": f"T = B*S past a launch-grid axis' {LAUNCH_LIMIT} programs",
 }

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from contracts.v2 import cmp_bound, live_lanes
-from strategies.coverage import BIG_BLOCK, LAUNCH_LIMIT, LONG_CONTEXT, SEED_CONFIG, WIDE_COLUMN
-from strategies.v2.corners import BIG_ROW, FP32_EXACT, INT32_MAX, V2_CORNERS
+from strategies.coverage import LONG_CONTEXT, SEED_CONFIG
+from strategies.edges import BIG_ID, FP32_EXACT, INT32_MAX, LAUNCH_LIMIT, WIDE_COLUMN
+from strategies.v2.corners import V2_CORNERS
 
 CORNERS = V2_CORNERS
 
@@ -93,9 +94,9 @@ def _integer_edges(i, pos, bound, c, live_w, live_c, w) -> set[str]:
     table = i.cmp_block_table.to(torch.int64)
     b = i.batch_of_token[:, None].expand_as(col)
     blk = table[b, col.clamp(max=table.shape[1] - 1)]
-    if bool((live_c & (blk >= BIG_BLOCK)).any()):
+    if bool((live_c & (blk >= BIG_ID)).any()):
         hit.add("big_block_id")
-    if bool((live_w & (w >= BIG_ROW)).any()):
+    if bool((live_w & (w >= BIG_ID)).any()):
         hit.add("big_window_row")
     if i.H > LAUNCH_LIMIT:
         hit.add("many_heads")

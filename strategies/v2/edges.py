@@ -50,8 +50,6 @@ MODEL_RATIOS = (1, 4, 128)
 #: overflows.
 POSITION_EDGES = ("int32_top", "pos_2_24", "cut_2_24", "int32_top", "pos_2_16", "cut_2_16",
                   "huge")
-#: Rows of a "window" pool: the producer's pages sit past this flat row.
-WINDOW_ROW_EDGE = 2**16
 #: Tokens beyond this get no dominant key (`cases._dominate` places keys token by token).
 DOMINATE_MAX_TOKENS = 4096
 
@@ -65,8 +63,7 @@ def eligible(pre: Preconditions) -> bool:
 
 def edge_modes() -> st.SearchStrategy[str | None]:
     """None (an ordinary case) most of the time, else one of `EDGE_MODES`; shrinks to None."""
-    modes = [m for m in EDGE_MODES for _ in range(MODE_WEIGHTS[m])]
-    return st.sampled_from((None,) * NORMAL_WEIGHT + tuple(modes))
+    return v1_edges.edge_modes(MODE_WEIGHTS, NORMAL_WEIGHT)
 
 
 @st.composite
@@ -188,7 +185,7 @@ def edge_lanes(draw, cfg: Config, mode: str, gen: torch.Generator, budget: int):
                                              budget), label="edge_ori_table")
     if mode == "window":
         # every page the windows read sits past flat row 2^16
-        base = -(-WINDOW_ROW_EDGE // cfg.BLOCK) + draw(st.integers(0, 2), label="row_offset")
+        base = -(-v1_edges.BIG_ID // cfg.BLOCK) + draw(st.integers(0, 2), label="row_offset")
         ori_table, n_ori = _shift_blocks(ori_table, n_ori, base), n_ori + base
     windows = window_rows(position_ids, ori_table, cfg.S, cfg.WIN, cfg.BLOCK)
     arrangement = draw(st.sampled_from(ARRANGEMENTS), label="edge_arrangement")
