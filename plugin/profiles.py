@@ -44,8 +44,10 @@ def budget() -> int:
     return PROFILES.get(current(), PROFILES[DEFAULT_PROFILE])[2]
 
 
-def load(config) -> None:
-    """Load the default profile for a pytest run, unless its command line chose one
+def load(config, default: str = DEFAULT_PROFILE) -> None:
+    """Load `default` for a pytest run, unless its command line chose a profile
     (`--hypothesis-profile`, which Hypothesis' own pytest plugin loads)."""
+    if default not in PROFILES:
+        raise ValueError(f"profiles.load: default expected one of {sorted(PROFILES)}, got {default!r}")
     if not config.getoption("hypothesis_profile", None):
-        settings.load_profile(DEFAULT_PROFILE)
+        settings.load_profile(default)

@@ -12,10 +12,11 @@ from kernels import reference
 from strategies.cases import cases
 from tests.test_contract_validation import valid_kwargs
 
-#: Bound on |o_v2 - o_v1| relative to the token's largest live value. The two references
-#: sum the same terms in another lane order (v2 puts window lanes first), so fp32 rounding
-#: may differ in the last bits: not bitwise, but far below any tolerance (2**-8 relative).
-REL = 1e-6
+#: Bound on |o_v2 - o_v1| per live row, relative to the token's largest live value. The two
+#: references sum the same terms in another lane order (v2 puts window lanes first), and a
+#: reordered fp32 sum of n terms may differ by about n units of 2**-24 (4097 one-hot rows
+#: gave 1.01e-6): not bitwise, but far below any tolerance (2**-8 relative).
+REL_PER_ROW = 2**-22
 
 
 def live_multisets(att) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -40,7 +41,8 @@ def assert_same_call(inputs: v1.Inputs, mapped: v2.Inputs):
     o2 = reference.sparse_attn_v2(**mapped.kwargs())
     rows, live = v1.gather_rows(inputs)
     vmax = torch.where(live[..., None], rows.float().abs(), 0).amax(dim=(-1, -2)).reshape(T, 1, 1)
-    assert bool(((o2 - o1).abs() <= REL * vmax).all()), float((o2 - o1).abs().max())
+    n_live = live.sum(-1).reshape(T, 1, 1).clamp(min=1)
+    assert bool(((o2 - o1).abs() <= REL_PER_ROW * n_live * vmax).all()), float((o2 - o1).abs().max())
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
