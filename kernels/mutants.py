@@ -530,9 +530,11 @@ class CandidateCap(TiledKernel):
 # type or limit and wrong beyond it.
 
 INT32_MIN_, INT32_SPAN = -(2**31), 2**32
+#: Programs on one launch-grid axis (CUDA's y and z).
+LAUNCH_GRID = 65535
 
 
-def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
+def wrap_int32(x: torch.Tensor) -> torch.Tensor:
     """`x` as a wrapping int32 would hold it (two's complement), in int64."""
     return (x - INT32_MIN_) % INT32_SPAN + INT32_MIN_
 
@@ -546,7 +548,7 @@ class Int32LengthOverflow(TiledKernel):
 
     def seq_used(self, seqused, B, S):
         s = torch.arange(S, device=seqused.device)
-        return _wrap_int32(seqused[:, None] + 1 + s[None, :]) - S
+        return wrap_int32(seqused[:, None] + 1 + s[None, :]) - S
 
 
 class Fp32Slot(TiledKernel):
@@ -564,7 +566,7 @@ class TokenGridLimit(TiledKernel):
     loop over the rest: tokens `t >= 65535` are never computed and their output stays zero.
     Threshold: `B*S > 65535`."""
 
-    grid = 65535
+    grid = LAUNCH_GRID
 
     def run(self, inputs, dev):
         o = super().run(inputs, dev)
@@ -577,7 +579,7 @@ class HeadGridLimit(TiledKernel):
     """Heads run on a launch-grid axis capped at 65535 programs: heads `h >= 65535` are
     never computed and their output stays zero. Threshold: `H > 65535`."""
 
-    grid = 65535
+    grid = LAUNCH_GRID
 
     def finish(self, state, sink, rows):
         o = super().finish(state, sink, rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.mutants import LAUNCH_GRID, wrap_int32
 from kernels.tiled_v2 import TiledKernelV2
 
 
@@ -225,16 +226,6 @@ class CutFp32(TiledKernelV2):
 
 # -- integers at the edge of their types (issue #19) ------------------------------------------
 
-INT32_MIN, INT32_SPAN = -(2**31), 2**32
-#: Programs on one launch-grid axis (CUDA's y and z).
-GRID = 65535
-
-
-def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
-    """`x` as a wrapping int32 would hold it (two's complement), in int64."""
-    return (x - INT32_MIN) % INT32_SPAN + INT32_MIN
-
-
 class CutInt32Overflow(TiledKernelV2):
     """The cut's `pos + 1` computed in int32 (class: int32 overflow, issue #19): at
     `pos = INT32_MAX` it wraps to `INT32_MIN`, and C's truncating division gives a negative
@@ -244,7 +235,7 @@ class CutInt32Overflow(TiledKernelV2):
     def cmp_bound(self, pos, ratio):
         if ratio is None:
             return super().cmp_bound(pos, ratio)
-        return torch.div(_wrap_int32(pos + 1), ratio, rounding_mode="trunc")
+        return torch.div(wrap_int32(pos + 1), ratio, rounding_mode="trunc")
 
 
 class CmpColumn12Bit(TiledKernelV2):
@@ -282,7 +273,7 @@ class TokenGridLimit(TiledKernelV2):
     T > 65535 with a live lane in a token past the limit."""
 
     def token_tiles(self, T, dev):
-        return list(torch.arange(min(T, GRID), device=dev).split(self.token_tile))
+        return list(torch.arange(min(T, LAUNCH_GRID), device=dev).split(self.token_tile))
 
 
 class HeadGridLimit(TiledKernelV2):
@@ -292,7 +283,7 @@ class HeadGridLimit(TiledKernelV2):
 
     def finish(self, state, sink):
         o = super().finish(state, sink)
-        o[:, GRID:] = 0
+        o[:, LAUNCH_GRID:] = 0
         return o
 
 

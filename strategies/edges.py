@@ -23,11 +23,12 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from contracts.v1 import Preconditions
+from contracts.v2 import INT32_MAX
 from strategies.config import SCALE_FACTORS, Config
 
 # The edges the modes (here and in strategies/v2/edges.py) reach, and so the thresholds of
-# the coverage corners that count them (strategies/coverage.py, strategies/v2/corners.py).
-INT32_MAX = 2**31 - 1
+# the coverage corners that count them (strategies/coverage.py, strategies/v2/corners.py);
+# INT32_MAX is the contract's (every int32 argument's) own.
 #: Integers above this are not all exact in fp32.
 FP32_EXACT = 2**24
 #: A block-table column at or past this needs more than a 12-bit column field.
