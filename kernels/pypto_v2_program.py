@@ -19,9 +19,11 @@ An ignored lane's own address is never read: its index is multiplied by its 0/1 
 first (it reads flat row 0, a safe address), and its row is then replaced by zeros with a
 select, so a NaN behind it cannot reach QK or PV. Only a live compressed slot, which the
 contract keeps inside the block table (so below 2**24 for the declared buckets), is turned
-into a table column in fp32 (pypto 0.2.0 facts: see :mod:`kernels.pypto_program`; here also:
-``where(cond, int tensor, scalar)`` fails, integer comparisons with float scalars and between
-int tensors are exact).
+into a table column in fp32. The column and the pool row are clamped into the padded table
+and pool, a no-op for every lane the contract makes live: a seeded liveness bug then reads
+a wrong row, as on a device, where pypto's interpreter would raise. (pypto 0.2.0 facts: see
+:mod:`kernels.pypto_program`; here also: ``where(cond, int tensor, scalar)`` fails, integer
+comparisons with float scalars and between int tensors are exact.)
 """
 
 # No "from __future__ import annotations": pypto reads the annotations as objects.
@@ -34,8 +36,7 @@ BUGS = {
     "cut-inclusive": "compressed slot c is live while c <= (pos + 1) // r (one slot too many)",
     "window-positive": "window lane w is live only while w > 0 (flat row 0 is never attended)",
     "cut-fp32": "the cut in fp32, c < floor((pos + 1) * (1/r)), as upstream's kernel computes "
-                "it: past 2**24 rounding lets ignored slot ids in (an out-of-table read, which "
-                "pypto's interpreter raises on)",
+                "it: past 2**24 rounding lets the slot id at the true cut in",
 }
 
 #: int32 range: positions and slot ids may reach it; 2**31 // r bounds the overflow-free c.
@@ -158,9 +159,15 @@ def build_program(dims: V2Dims, bugs: frozenset = frozenset(), mode: str = "sim"
             # lookup stays in bounds; a live slot is inside the table, exact in fp32.
             sc = pypto.cast(c * pypto.cast(clf, i32), f32)
             col = pypto.floor(sc * (1.0 / BLOCK))
-            blk = pypto.gather(cbt, 1, pypto.cast(col, i32))
+            off = sc - col * BLOCK
+            # Column and pool row are clamped into the padded table and pool: no-ops for
+            # the live lanes the contract allows, but a wrong liveness rule (the seeded
+            # bugs) then reads a wrong row, as a device does, instead of making the
+            # simulator raise on an out-of-bounds gather.
+            blk = pypto.gather(cbt, 1, pypto.cast(pypto.minimum(col, float(M - 1)), i32))
+            row_at = pypto.minimum(pypto.maximum(blk * BLOCK + off, 0.0), float(NC * BLOCK - 1))
             # ... and pool row 0, whatever the table holds there.
-            rowc = pypto.where(clf > 0.5, blk * BLOCK + (sc - col * BLOCK), 0.0)
+            rowc = pypto.where(clf > 0.5, row_at, 0.0)
             rowc1 = pypto.cast(pypto.reshape(rowc, [T * KT]), i32)
             cl1 = pypto.reshape(clf, [T * KT, 1])
             pypto.set_vec_tile_shapes(64, 64)

@@ -8,7 +8,6 @@ from attention.compare import compare, golden, tolerance
 from contracts import v2
 from contracts.checks import ContractError
 from kernels import pypto_v2_kernel, reference
-from kernels.pypto_runtime import KernelError
 from kernels.pypto_v2_program import BUGS
 
 H, D, BLOCK = 2, 16, 4
@@ -185,11 +184,13 @@ def test_seeded_bug_differs_from_reference(bug):
     assert not result.ok, f"mutant {bug} passed on its exposing input"
 
 
-def test_cut_in_fp32_fails_near_int32_max_and_is_right_below_2_24():
+def test_cut_in_fp32_fails_past_2_24_and_is_right_below_it():
     """The fp32 cut (upstream's) is exact below 2**24. Near 2**31 with ratio 3 it lets in a
     slot id equal to the bound (ignored, and outside the table): token 0 for an int -> fp32
-    cast that truncates, token 1 for one that rounds to nearest. The out-of-table read
-    either makes pypto raise or changes the output."""
+    cast that truncates, token 1 for one that rounds to nearest. Just below 2**25 with
+    ratio 2**22 it lets in slot 7, inside the table: pos + 1 = 2**25 - 1 rounds up to 2**25.
+    Either read gives a wrong output (the kernel clamps addresses as a device would read
+    them), not a simulator error."""
     mutant = pypto_v2_kernel.faulty("cut-fp32")
     result, _ = diff(mutant, mixed())
     assert result.ok, result.message
@@ -198,9 +199,13 @@ def test_cut_in_fp32_fails_near_int32_max_and_is_right_below_2_24():
                      idx=[[0, (p + 1) // 3, -1, -1] for p in positions], positions=positions,
                      ratio=3, cmp_table=[[4, 1], [0, 3]])
     check(kw)
-    try:
-        result, _ = diff(mutant, kw)
-    except KernelError as exc:
-        assert "out of bounds" in str(exc).splitlines()[0], exc
-    else:
-        assert not result.ok, "the fp32 cut passed near 2**31"
+    result, _ = diff(mutant, kw)
+    assert not result.ok, "the fp32 cut passed near 2**31"
+    # exact cut floor((2**25 - 1) / 2**22) = 7: slot 7 (column 1, pool block 1) is ignored
+    kw = make_inputs(window=[[1, -1, -1, -1, -1, -1, -1, -1]], idx=[[0, 7, -1, -1]],
+                     positions=[2**25 - 2], ratio=2**22, cmp_table=[[4, 1]], seed=3)
+    kw["cmp_kv"][1, 3] = 4.0
+    kw["q"][:] = 1.0
+    check(kw)
+    result, _ = diff(mutant, kw)
+    assert not result.ok, "the fp32 cut passed just below 2**25"

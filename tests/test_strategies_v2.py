@@ -2,6 +2,7 @@
 what upstream's producers write (contracts/v2.py, docs upstream-v2 sections 1.6 and 3.5),
 preconditions are honoured, the budget holds and every v2 corner is reached."""
 
+import collections
 import dataclasses
 
 import pytest
@@ -14,8 +15,9 @@ from strategies.config import DEFAULT_BUDGET, cost
 from strategies.coverage import CORNERS, V1_CORNERS
 from strategies.coverage import corners as any_corners
 from strategies.v2.cases import Case, cases
+from strategies.v2.config import configs
 from strategies.v2.coverage import CORNERS as V2
-from strategies.v2.coverage import corners
+from strategies.v2.coverage import corners, fp32_cut
 from strategies.v2.edges import EDGE_COLUMNS, EDGE_COST, EDGE_MODES, LAUNCH_LIMIT
 from strategies.v2.indexer import visible
 from strategies.v2.windows import lookup, window_rows
@@ -214,6 +216,44 @@ def test_corners_were_reached():
     _count_corners()
     missing = [k for k, v in REACHED.items() if not v]
     assert not missing, f"400 cases never produced {missing}"
+
+
+@settings(max_examples=200, database=None)
+@given(data=st.data())
+def test_fp32_cut_regime_puts_a_token_where_an_fp32_cut_is_one_too_high(data):
+    """The "fp32_cut" start regime: token 0's `pos + 1` lies past 2^26, just below a multiple
+    `k*r` that fp32 represents, so fp32 rounds it up to `k*r`: a cut computed in fp32 lies
+    past the exact one (by one slot, or more for r < 4)."""
+    cfg = data.draw(configs())
+    gen = torch.Generator().manual_seed(0)
+    start = data.draw(_starts_in("fp32_cut", cfg, gen))
+    assert 2**26 - 3 <= start + 1 <= INT32_MAX
+    pos = torch.tensor([start], dtype=torch.int64)
+    assert int(fp32_cut(pos, cfg.cut)) > int(cmp_bound(pos, cfg.cut))
+
+
+@st.composite
+def _starts_in(draw, regime, cfg, gen):
+    from strategies.v2 import positions
+    return positions._start(draw, 0, cfg, gen, INT32_MAX - cfg.S + 1, regime)
+
+
+@settings(max_examples=300, database=None)
+@given(case=cases(Preconditions(dims={"H": (2, 3), "D": (16, 24), "BLOCK": (4, 6)},
+                                max_cmp_columns=256)))
+def _count_bounded(case):
+    """Counted in `BOUNDED`, checked by `test_a_narrow_table_still_meets_an_inexact_cut`."""
+    BOUNDED.update(corners(case))
+
+
+BOUNDED = collections.Counter()
+
+
+def test_a_narrow_table_still_meets_an_inexact_cut():
+    """A kernel that declares `max_cmp_columns` gets no edge cases, yet its cases still
+    hold ids between the exact cut and the one fp32 gives (the "fp32_cut" positions)."""
+    _count_bounded()
+    assert BOUNDED["inexact_cut"] >= 5, dict(BOUNDED)
 
 
 def test_corner_names_are_listed_for_the_report():

@@ -4,12 +4,17 @@ tokens at unrelated positions, or all at one position).
 
 Start positions come from regimes that reach the places kernels get wrong: an empty cache,
 short contexts, the window's edge, `pos + 1` at and beside multiples of the ratio, long
-context (slot ids past 2^15 and 2^16) and, occasionally, far positions up to the kernel's
-`max_position` or int32. Hypothesis draws the featured batches' values (they shrink); a
-seeded generator draws the rest.
+context (slot ids past 2^15 and 2^16), occasionally far positions up to the kernel's
+`max_position` or int32, and `pos + 1` just below a multiple of r past 2^24, where fp32 (exact
+only below 2^24) rounds it up to the multiple: a cut computed in fp32 lets the slot at the
+true cut in. That last regime needs no wide table, so kernels that declare
+`max_cmp_columns` (and get no edge cases) meet it too. Hypothesis draws the featured
+batches' values (they shrink); a seeded generator draws the rest.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from hypothesis import strategies as st
@@ -19,7 +24,12 @@ from strategies.lengths import FEATURED, LONG_CONTEXT_MAX, LONG_CONTEXT_MIN
 from strategies.v2.config import Config
 
 #: Regimes of a batch's start position, in shrinking order.
-START_REGIMES = ("empty", "small", "around_window", "ratio_edge", "long", "far")
+START_REGIMES = ("empty", "small", "around_window", "ratio_edge", "long", "far", "fp32_cut")
+#: Regimes that need positions past 2^17 (`far`): the last two.
+FAR_REGIMES = ("far", "fp32_cut")
+#: fp32 represents every integer below 2^24 exactly; "fp32_cut" places `k * r` just
+#: past 2^p for p in this range (the spacing of fp32 there is 2^(p - 23)).
+FP32_CUT_POWERS = (26, 30)
 #: How an adversarial call's tokens are placed within a batch.
 TOKEN_PLACEMENTS = ("model", "unrelated", "equal", "shuffled")
 
@@ -61,6 +71,24 @@ def _start(draw, b: int, cfg: Config, gen: torch.Generator, hi: int, regime: str
             k = int(torch.randint(0, k_hi + 1, (1,), generator=gen))
             j = int(torch.randint(-1, cfg.S + 2, (1,), generator=gen))
         return min(hi, max(0, k * r - 1 - j))
+    if regime == "fp32_cut":
+        # token 0's pos + 1 is k*r - 1 - j, with k*r a multiple of fp32's spacing 2^(p-23)
+        # just past 2^p (p > 25: spacing >= 8): fp32 rounds pos + 1 up to k*r, so the
+        # exact cut k - 1 and an fp32 cut k differ (the slot at the true cut is let in)
+        r = cfg.cut
+        lo_p, hi_p = FP32_CUT_POWERS
+        if b < FEATURED:
+            p = draw(st.integers(lo_p, hi_p), label=f"fp32_power[{b}]")
+            d = draw(st.integers(0, 3), label=f"fp32_multiple[{b}]")
+            j = draw(st.integers(0, 2), label=f"fp32_offset[{b}]")
+        else:
+            p = int(torch.randint(lo_p, hi_p + 1, (1,), generator=gen))
+            d = int(torch.randint(0, 4, (1,), generator=gen))
+            j = int(torch.randint(0, 3, (1,), generator=gen))
+        spacing = 2 ** (p - 23)
+        q = spacing // math.gcd(r, spacing)  # k a multiple of q: k*r a multiple of spacing
+        k = q * (2**p // (q * r) + 1 + d)  # k*r > 2^p: spacing 2^(p-23) just below it
+        return min(hi, max(0, k * r - 2 - j))
     lo, top = _range(regime, cfg, hi)
     if b < FEATURED:
         return draw(st.integers(lo, top), label=f"start_pos[{b}]")
@@ -72,9 +100,9 @@ def start_positions(draw, cfg: Config, gen: torch.Generator, max_position: int |
                     far: bool = True) -> tuple[int, ...]:
     """One start position per batch, each from a drawn `START_REGIMES` regime (featured
     batches: Hypothesis; the rest: `gen`), so that `start_pos + S - 1 <= max_position`.
-    far: allow the "far" regime (positions past 2^17, up to `max_position` or int32)."""
+    far: allow the `FAR_REGIMES` (positions past 2^17, up to `max_position` or int32)."""
     hi = last_start(cfg, max_position)
-    regimes = START_REGIMES if far else START_REGIMES[:-1]
+    regimes = START_REGIMES if far else tuple(r for r in START_REGIMES if r not in FAR_REGIMES)
     out = []
     for b in range(cfg.B):
         if b < FEATURED:
