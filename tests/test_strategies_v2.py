@@ -14,6 +14,7 @@ from contracts.v2 import INT32_MAX, Preconditions, cmp_bound, live_lanes, valida
 from strategies.config import DEFAULT_BUDGET, cost
 from strategies.coverage import CORNERS, V1_CORNERS
 from strategies.coverage import corners as any_corners
+from strategies.v2 import positions
 from strategies.v2.cases import Case, cases
 from strategies.v2.config import configs
 from strategies.v2.coverage import CORNERS as V2
@@ -234,7 +235,6 @@ def test_fp32_cut_regime_puts_a_token_where_an_fp32_cut_is_one_too_high(data):
 
 @st.composite
 def _starts_in(draw, regime, cfg, gen):
-    from strategies.v2 import positions
     return positions._start(draw, 0, cfg, gen, INT32_MAX - cfg.S + 1, regime)
 
 

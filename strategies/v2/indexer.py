@@ -85,15 +85,15 @@ def model_idx_topk(position_ids: torch.Tensor, kv_len: list[int], cfg: Config, p
     if path == "SWA" or cfg.IDX_TOPK == 0:
         return out.to(torch.int32)
     V = visible(position_ids, kv_len, cfg)
+    # slots past the table's column cap (budget, `max_columns`) cannot be addressed: a token
+    # with more visible slots than that gets fewer entries, the rest `-1`
+    cap = slot_caps(cfg, budget, max_columns)[0] * cfg.BLOCK
     for b in range(cfg.B):
         if b in empty:
             continue
         tokens = range(b * cfg.S, (b + 1) * cfg.S)
         vmax = max(int(V[t]) for t in tokens)
         cand = candidate_slots(vmax, cfg, gen, budget, max_columns) if path == "CSA" else None
-        # slots past the table's column cap (budget, `max_columns`) cannot be addressed: a
-        # token with more visible slots than that gets fewer entries, the rest `-1`
-        cap = slot_caps(cfg, budget, max_columns)[0] * cfg.BLOCK
         for t in tokens:
             k = min(cfg.IDX_TOPK, int(V[t]), cap)
             if path == "HCA":

@@ -58,41 +58,37 @@ def _range(regime: str, cfg: Config, hi: int) -> tuple[int, int]:
     return (lo, top) if lo <= top else (0, hi)
 
 
+def _integer(draw, b: int, gen: torch.Generator, lo: int, hi: int, label: str) -> int:
+    """An int in `[lo, hi]` for batch `b`: Hypothesis draws it for a featured batch (so it
+    shrinks), `gen` for the rest."""
+    if b < FEATURED:
+        return draw(st.integers(lo, hi), label=f"{label}[{b}]")
+    return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+
 def _start(draw, b: int, cfg: Config, gen: torch.Generator, hi: int, regime: str) -> int:
     """Batch `b`'s start position in `regime`: Hypothesis draws it for a featured batch."""
     if regime == "ratio_edge":
         # pos + 1 at a multiple of r for some token of the batch, or just beside one
         r = cfg.cut
         k_hi = max(0, min(LONG_CONTEXT_MAX, hi) // r)
-        if b < FEATURED:
-            k = draw(st.integers(0, k_hi), label=f"ratio_multiple[{b}]")
-            j = draw(st.integers(-1, cfg.S + 1), label=f"ratio_offset[{b}]")
-        else:
-            k = int(torch.randint(0, k_hi + 1, (1,), generator=gen))
-            j = int(torch.randint(-1, cfg.S + 2, (1,), generator=gen))
+        k = _integer(draw, b, gen, 0, k_hi, "ratio_multiple")
+        j = _integer(draw, b, gen, -1, cfg.S + 1, "ratio_offset")
         return min(hi, max(0, k * r - 1 - j))
     if regime == "fp32_cut":
         # token 0's pos + 1 is k*r - 1 - j, with k*r a multiple of fp32's spacing 2^(p-23)
         # just past 2^p (p > 25: spacing >= 8): fp32 rounds pos + 1 up to k*r, so the
         # exact cut k - 1 and an fp32 cut k differ (the slot at the true cut is let in)
         r = cfg.cut
-        lo_p, hi_p = FP32_CUT_POWERS
-        if b < FEATURED:
-            p = draw(st.integers(lo_p, hi_p), label=f"fp32_power[{b}]")
-            d = draw(st.integers(0, 3), label=f"fp32_multiple[{b}]")
-            j = draw(st.integers(0, 2), label=f"fp32_offset[{b}]")
-        else:
-            p = int(torch.randint(lo_p, hi_p + 1, (1,), generator=gen))
-            d = int(torch.randint(0, 4, (1,), generator=gen))
-            j = int(torch.randint(0, 3, (1,), generator=gen))
+        p = _integer(draw, b, gen, *FP32_CUT_POWERS, "fp32_power")
+        d = _integer(draw, b, gen, 0, 3, "fp32_multiple")
+        j = _integer(draw, b, gen, 0, 2, "fp32_offset")
         spacing = 2 ** (p - 23)
         q = spacing // math.gcd(r, spacing)  # k a multiple of q: k*r a multiple of spacing
         k = q * (2**p // (q * r) + 1 + d)  # k*r > 2^p: spacing 2^(p-23) just below it
         return min(hi, max(0, k * r - 2 - j))
     lo, top = _range(regime, cfg, hi)
-    if b < FEATURED:
-        return draw(st.integers(lo, top), label=f"start_pos[{b}]")
-    return int(torch.randint(lo, top + 1, (1,), generator=gen))
+    return _integer(draw, b, gen, lo, top, "start_pos")
 
 
 @st.composite
