@@ -15,7 +15,7 @@ from attention.attended import Attended
 
 def attend(att: Attended, dtype: torch.dtype = torch.float32,
            prob_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The output `[*tokens, H, D]` computed in `dtype`.
+    """The output `[*tokens, H, D_v]` computed in `dtype`.
 
     prob_dtype: if given, the probabilities are rounded to it before the value product, as
     a device kernel feeding a bf16 matmul does (used to calibrate tolerances).
@@ -34,6 +34,7 @@ def attend(att: Attended, dtype: torch.dtype = torch.float32,
     sink = att.attn_sink.to(dtype)[:, None]
     denom = p.sum(dim=-1, keepdim=True) + torch.exp(sink - m)
     pv = p if prob_dtype is None else p.to(prob_dtype).to(dtype)
-    o = torch.einsum("...ht,...td->...hd", pv, kv) / denom
+    v = kv if att.d_v is None else kv[..., :att.d_v]
+    o = torch.einsum("...ht,...td->...hd", pv, v) / denom
     # A token with no live entry returns exactly 0 (its denominator may be 0 or inf).
     return torch.where(empty_h, torch.zeros((), dtype=dtype), o)

@@ -5,13 +5,17 @@ parametrised the test."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, StopTest
 
 from conformance import recorder
+from contracts import ContractError, Preconditions, formats
 from kernels.interface import KernelUnderTest
 from plugin import profiles
 from strategies import cases as v1_cases
+from strategies.formats import in_format
 
 
 def cases_of(kernel: KernelUnderTest):
@@ -23,15 +27,36 @@ def cases_of(kernel: KernelUnderTest):
     return v1_cases.cases
 
 
+def format_preconditions(pre: Preconditions, kv_format: str) -> Preconditions:
+    """`pre` with q's D fixed to what cache format `kv_format` stores (section 12); a
+    kernel whose declared D excludes it gets a `ContractError` naming both."""
+    D = formats.key_dims(kv_format)
+    if D is None:
+        return pre
+    declared = pre.dims.get("D")
+    if declared is not None and D not in declared:
+        raise ContractError(f"kv_format {kv_format!r}: its rows have D={D}, but the kernel "
+                            f"declares Preconditions.dims['D'] = {tuple(declared)}")
+    return dataclasses.replace(pre, dims={**pre.dims, "D": (D,)})
+
+
 def draw_case(data: st.DataObject, kernel: KernelUnderTest, label: str = "case",
               **kw):
     """One case of the kernel's calling convention meeting its preconditions (keyword
     arguments go to that convention's `cases`: `strategies.cases.cases` for v1,
-    `strategies.v2.cases.cases` for v2).
+    `strategies.v2.cases.cases` for v2), in one of the cache formats the kernel reads
+    (`strategies.formats.in_format`; a case of another case's `config` keeps its format).
     A draw that Hypothesis discards (its data ran out, or a strategy rejected it) is
     counted in the report's `rejected`."""
     try:
-        return data.draw(cases_of(kernel)(kernel.pre, budget=profiles.budget(), **kw), label=label)
+        kv_format = kw.pop("kv_format", None) or (
+            kernel.kv_formats[0] if len(kernel.kv_formats) == 1
+            else data.draw(st.sampled_from(kernel.kv_formats), label="kv_format"))
+        pre = format_preconditions(kernel.pre, kv_format)
+        case = data.draw(cases_of(kernel)(pre, budget=profiles.budget(), **kw), label=label)
+        if kv_format != formats.BF16:
+            case = data.draw(in_format(case, kv_format), label=f"{label} in {kv_format}")
+        return case
     except (HypothesisException, StopTest):
         recorder.note_rejected()
         raise

@@ -27,7 +27,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
         z = i.softmax_scale * torch.einsum("...hd,...td->...ht", i.q.double(), k)
         z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
         p = torch.softmax(z, dim=-1).nan_to_num(0.0)  # an empty token: all -inf -> 0
-        plain = torch.einsum("...ht,...td->...hd", p, k)
+        plain = torch.einsum("...ht,...td->...hd", p, att.values.double())
         expect_matches(call(kernel, i), i, expected=plain, against="the plain softmax")
 
 
@@ -38,7 +38,7 @@ def test_zero_query_closed_form(kernel, data):
         i = case.inputs.replace(q=torch.zeros_like(case.inputs.q))
         att = i.attended()
         n = att.live.sum(dim=-1).double()[..., None, None]
-        total = att.rows.double().sum(dim=-2)[..., None, :]
+        total = att.values.double().sum(dim=-2)[..., None, :]
         sink = i.attn_sink.double()[:, None]
         closed = torch.where(n > 0, total / (n + torch.exp(sink)), 0.0)
         expect_matches(call(kernel, i), i, expected=closed, against="the closed form for q = 0")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from contracts import formats
 from contracts.checks import ContractError
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
@@ -24,7 +25,7 @@ CONVENTIONS = ("v1", "v2")
 DEFAULT_CONVENTION = "v1"
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "DIMS", "DOMAIN_LIMIT_LOG2", "ContractError",
-           "Preconditions", "front_end", "of"]
+           "Preconditions", "formats", "front_end", "of"]
 
 
 def front_end(name: str) -> ModuleType:

@@ -50,16 +50,24 @@ def softmax_scale(value) -> float:
 
 
 def pools(kw: dict, D: int):
-    """`(ori_kv, cmp_kv, BLOCK)`: both pools bf16 `[N >= 1, BLOCK, D]` with one BLOCK."""
-    import torch
+    """`(ori_kv, cmp_kv, BLOCK)`: both pools in one cache format (contracts.formats,
+    docs/contract.md section 12): bf16 `[N >= 1, BLOCK, D]`, or uint8
+    `[N >= 1, BLOCK, ROW_BYTES]` of a format whose key has `D` dims; one BLOCK."""
+    from contracts import formats
 
-    ori_kv = tensor("ori_kv", kw["ori_kv"], torch.bfloat16, 3)
+    fmt = formats.check_pool("ori_kv", kw["ori_kv"], D)
+    ori_kv = kw["ori_kv"]
+    width = ori_kv.shape[2]
+    last = f"D={width}" if fmt == formats.BF16 else f"ROW_BYTES={width}"
     block = ori_kv.shape[1]
-    expect(ori_kv.shape[0] >= 1 and block >= 1 and ori_kv.shape[2] == D, "ori_kv",
-           f"shape [N_ori >= 1, BLOCK >= 1, D={D}]", f"shape {tuple(ori_kv.shape)}")
-    cmp_kv = tensor("cmp_kv", kw["cmp_kv"], torch.bfloat16, 3)
-    expect(cmp_kv.shape[0] >= 1 and cmp_kv.shape[1:] == (block, D), "cmp_kv",
-           f"shape [N_cmp >= 1, BLOCK={block}, D={D}]", f"shape {tuple(cmp_kv.shape)}")
+    expect(ori_kv.shape[0] >= 1 and block >= 1, "ori_kv",
+           f"shape [N_ori >= 1, BLOCK >= 1, {last}]", f"shape {tuple(ori_kv.shape)}")
+    cmp_fmt = formats.check_pool("cmp_kv", kw["cmp_kv"], D)
+    cmp_kv = kw["cmp_kv"]
+    expect(cmp_fmt == fmt, "cmp_kv", f"the cache format of ori_kv ({fmt})",
+           f"format {cmp_fmt} (dtype {cmp_kv.dtype}, rows of {cmp_kv.shape[-1]})")
+    expect(cmp_kv.shape[0] >= 1 and cmp_kv.shape[1:] == (block, width), "cmp_kv",
+           f"shape [N_cmp >= 1, BLOCK={block}, {last}]", f"shape {tuple(cmp_kv.shape)}")
     return ori_kv, cmp_kv, block
 
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 
 from attention.attended import Attended
-from contracts import checks
+from contracts import checks, formats
 from contracts.checks import ContractError, expect, tensor
 from contracts.inputs import LaidOut
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
@@ -36,7 +36,8 @@ ARGUMENTS = (
 )
 
 __all__ = ["ARGUMENTS", "DIMS", "DOMAIN_LIMIT_LOG2", "ContractError", "Inputs", "Preconditions",
-           "derived_lengths", "gather_rows", "live_mask", "validate", "validate_output"]
+           "addressed_rows", "derived_lengths", "gather_rows", "live_mask", "mark_rows", "validate",
+           "validate_output"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Inputs(LaidOut):
         """What each token attends to (`attention.Attended`), for the shared reference."""
         rows, live = gather_rows(self)
         return Attended(q=self.q, rows=rows, live=live, attn_sink=self.attn_sink,
-                        softmax_scale=self.softmax_scale, token_dims=("b", "s"))
+                        softmax_scale=self.softmax_scale, token_dims=("b", "s"), d_v=self.D_v)
 
     @property
     def B(self) -> int:
@@ -93,6 +94,16 @@ class Inputs(LaidOut):
     @property
     def D(self) -> int:
         return self.q.shape[3]
+
+    @property
+    def kv_format(self) -> str:
+        """The pools' cache format (`contracts.formats`, section 12)."""
+        return formats.of_pool(self.ori_kv)
+
+    @property
+    def D_v(self) -> int:
+        """The output's last dim: D, or the format's value dims (512 of 576 in fp8_ds_mla)."""
+        return formats.value_dims(self.kv_format, self.D)
 
     @property
     def BLOCK(self) -> int:
@@ -127,7 +138,8 @@ def live_mask(topk_idxs: torch.Tensor, seqused_kv: torch.Tensor, window_size: in
 
 
 def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows addressed by every index entry, `[B, S, TOPK, D]` bf16, and the live mask.
+    """Rows addressed by every index entry, `[B, S, TOPK, D]` (bf16, or float64 dequantised
+    from a byte pool: `contracts.formats.values`), and the live mask.
 
     Ignored entries get a zero row, whatever their address would hold.
     """
@@ -147,11 +159,41 @@ def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     cmp_block = inputs.cmp_block_table.to(torch.int64)[bidx, col.clamp(max=cmp_cols - 1)]
     ori_block = torch.where(live & ~is_cmp, ori_block, 0)
     cmp_block = torch.where(live & is_cmp, cmp_block, 0)
-    ori_rows = inputs.ori_kv[ori_block, row]
-    cmp_rows = inputs.cmp_kv[cmp_block, row]
-    rows = torch.where(is_cmp[..., None], cmp_rows, ori_rows)
+    ori_rows = formats.read_rows(inputs.ori_kv, ori_block, row)
+    cmp_rows = formats.read_rows(inputs.cmp_kv, cmp_block, row)
+    rows = formats.values(torch.where(is_cmp[..., None], cmp_rows, ori_rows))
     rows = torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype))
     return rows, live
+
+
+def mark_rows(mask: torch.Tensor, table: torch.Tensor, b, slots: torch.Tensor,
+              block: int) -> None:
+    """Set `mask[table[b, slot // block], slot % block]` for each `(b, slot)` pair (`b` an
+    int or a tensor like `slots`). A slot whose column is past the table or whose block id
+    is outside the pool is skipped: garbage in a column no live slot uses addresses
+    nothing."""
+    b = torch.as_tensor(b).expand_as(slots)
+    cols = slots // block
+    inside = cols < table.shape[1]
+    b, slots, cols = b[inside], slots[inside], cols[inside]
+    ids = table.to(torch.int64)[b, cols]
+    ok = (ids >= 0) & (ids < mask.shape[0])
+    mask.view(-1)[ids[ok] * block + slots[ok] % block] = True
+
+
+def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean `[N, BLOCK]` masks of the window and compressed pool rows that some live
+    entry of some token addresses."""
+    win, block = inputs.window_size, inputs.BLOCK
+    live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
+    e = inputs.topk_idxs.to(torch.int64)
+    b = torch.arange(inputs.B)[:, None, None].expand_as(e)
+    ori = torch.zeros(inputs.ori_kv.shape[:2], dtype=torch.bool)
+    cmp = torch.zeros(inputs.cmp_kv.shape[:2], dtype=torch.bool)
+    w, c = live & (e < win), live & (e >= win)
+    mark_rows(ori, inputs.ori_block_table, b[w], e[w], block)
+    mark_rows(cmp, inputs.cmp_block_table, b[c], e[c] - win, block)
+    return ori, cmp
 
 
 def validate(**kw) -> Inputs:
@@ -210,4 +252,4 @@ def validate(**kw) -> Inputs:
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:
     """Check a kernel's return value; return it as a CPU fp32 tensor."""
-    return checks.output(o, (inputs.B, inputs.S, inputs.H, inputs.D), "[B, S, H, D]")
+    return checks.output(o, (inputs.B, inputs.S, inputs.H, inputs.D_v), "[B, S, H, D_v]")

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 
 from attention.attended import Attended
-from contracts import checks
+from contracts import checks, formats
 from contracts.checks import ContractError, expect, python_int, tensor
 from contracts.inputs import LaidOut
 from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
@@ -46,7 +46,7 @@ ARGUMENTS = (
 INT32_MAX = 2**31 - 1
 
 __all__ = ["ARGUMENTS", "DIMS", "DOMAIN_LIMIT_LOG2", "INT32_MAX", "ContractError", "Inputs",
-           "Preconditions", "cmp_bound", "gather_rows", "live_lanes", "validate",
+           "Preconditions", "addressed_rows", "cmp_bound", "gather_rows", "live_lanes", "validate",
            "validate_output"]
 
 
@@ -84,7 +84,7 @@ class Inputs(LaidOut):
         """What each token attends to (`attention.Attended`), for the shared reference."""
         rows, live = gather_rows(self)
         return Attended(q=self.q, rows=rows, live=live, attn_sink=self.attn_sink,
-                        softmax_scale=self.softmax_scale, token_dims=("t",))
+                        softmax_scale=self.softmax_scale, token_dims=("t",), d_v=self.D_v)
 
     @property
     def T(self) -> int:
@@ -105,6 +105,16 @@ class Inputs(LaidOut):
     @property
     def D(self) -> int:
         return self.q.shape[2]
+
+    @property
+    def kv_format(self) -> str:
+        """The pools' cache format (`contracts.formats`, section 12)."""
+        return formats.of_pool(self.ori_kv)
+
+    @property
+    def D_v(self) -> int:
+        """The output's last dim: D, or the format's value dims (512 of 576 in fp8_ds_mla)."""
+        return formats.value_dims(self.kv_format, self.D)
 
     @property
     def BLOCK(self) -> int:
@@ -149,24 +159,39 @@ def live_lanes(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of every lane, `[T, WIN + IDX_TOPK, D]` bf16 (window lanes first), and the live
+    """Rows of every lane, `[T, WIN + IDX_TOPK, D]` (window lanes first; bf16, or float64
+    dequantised from a byte pool: `contracts.formats.values`), and the live
     mask `[T, WIN + IDX_TOPK]`. An ignored lane gets a zero row; its own address is never
     dereferenced (it reads through a safe address, then `where` discards it)."""
     block = inputs.BLOCK
     live_w, live_c = live_lanes(inputs)
     w = torch.where(live_w, inputs.window_swa_indices.to(torch.int64), 0)
-    ori = inputs.ori_kv.reshape(-1, inputs.D)
-    wrows = ori[w]
+    wrows = formats.read_rows(inputs.ori_kv, w // block, w % block)
     c = torch.where(live_c, inputs.idx_topk[:, :inputs.index_topk].to(torch.int64), 0)
     table = inputs.cmp_block_table.to(torch.int64)
     b = inputs.batch_of_token[:, None].expand_as(c)
     blk = table[b, (c // block).clamp(max=table.shape[1] - 1)]
     blk = torch.where(live_c, blk, 0)
-    crows = inputs.cmp_kv[blk, c % block]
-    rows = torch.cat([wrows, crows], dim=1)
+    crows = formats.read_rows(inputs.cmp_kv, blk, c % block)
+    rows = formats.values(torch.cat([wrows, crows], dim=1))
     live = torch.cat([live_w, live_c], dim=1)
     rows = torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype))
     return rows, live
+
+
+def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean `[N_ori, BLOCK]` and `[N_cmp, BLOCK]` masks of the pool rows some live lane
+    of some token addresses."""
+    live_w, live_c = live_lanes(inputs)
+    block = inputs.BLOCK
+    ori = torch.zeros(inputs.ori_kv.shape[0] * block, dtype=torch.bool)
+    ori[inputs.window_swa_indices.to(torch.int64)[live_w]] = True
+    cmp = torch.zeros(inputs.cmp_kv.shape[0] * block, dtype=torch.bool)
+    c = inputs.idx_topk[:, :inputs.index_topk].to(torch.int64)
+    b = inputs.batch_of_token[:, None].expand_as(c)
+    blk = inputs.cmp_block_table.to(torch.int64)[b[live_c], c[live_c] // block]
+    cmp[blk * block + c[live_c] % block] = True
+    return ori.reshape(-1, block), cmp.reshape(-1, block)
 
 
 def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
@@ -243,4 +268,4 @@ def validate(**kw) -> Inputs:
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:
     """Check a v2 kernel's return value; return it as a CPU fp32 tensor."""
-    return checks.output(o, (inputs.T, inputs.H, inputs.D), "[T, H, D]")
+    return checks.output(o, (inputs.T, inputs.H, inputs.D_v), "[T, H, D_v]")

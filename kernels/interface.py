@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, Preconditions
+from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, Preconditions, formats
 
 
 class Kernel(Protocol):
@@ -65,6 +65,19 @@ class Kernel(Protocol):
     properties then make one call where they would make several, and the report still
     compares every part on its own. Default: 0, no packing."""
 
+    kv_format: str | tuple[str, ...]
+    """The cache format(s) the kernel reads (`contracts.formats.NAMES`, docs/contract.md
+    section 12): "bf16" (rows `[N, BLOCK, D]` bf16), "fp8_ds_mla" (V3.2, 656-byte rows) or
+    "fp8_ds_v4" (V4, 584-byte rows), or a tuple of them (each example draws one; the
+    kernel tells which it got from the pool's dtype and row size). A run's `--kv-format`
+    overrides it. Default: "bf16"."""
+
+    lse: LSE
+    """For a kernel that returns `(o, lse)`: what its LSE is (`LSE`: natural log or log2,
+    with or without the sink, the value of an empty token). The suite checks it against
+    the reference's on every call (docs/contract.md section 13). Default: none, the kernel
+    returns `o` alone."""
+
     def available(self) -> str | None:
         """None when the kernel can run on this machine, else why not (a missing package,
         no GPU): its tests are then skipped with that reason instead of failing. Default:
@@ -77,6 +90,51 @@ class Kernel(Protocol):
         Its text is the failure's "kernel diagnostics" section and is in the report. An
         exception it raises is reported in that text; it never hides the failure. Default:
         no diagnostics."""
+
+
+@dataclass(frozen=True)
+class LSE:
+    """What a kernel's returned LSE `[*tokens, H]` is (docs/contract.md section 13).
+
+    base: "e" (natural log) or "2" (log2, as FlashMLA-style kernels keep it).
+    with_sink: whether the sink's `exp(attn_sink[h])` is in the sum.
+    empty: the value for a token with no live row: None (default) for the formula's own,
+        `log(0) = -inf` without the sink and `attn_sink[h]` with it; or the kernel's
+        documented sentinel (FlashMLA's sparse decode: +inf).
+    """
+
+    base: str = "e"
+    with_sink: bool = False
+    empty: float | None = None
+
+    def __post_init__(self):
+        if self.base not in ("e", "2"):
+            raise ContractError(f"LSE.base: expected 'e' or '2', got {self.base!r}")
+        if not isinstance(self.with_sink, bool):
+            raise ContractError(f"LSE.with_sink: expected a bool, got {self.with_sink!r}")
+        if self.empty is not None and (not isinstance(self.empty, (int, float))
+                                       or isinstance(self.empty, bool)):
+            raise ContractError(f"LSE.empty: expected a float (-inf, +inf or a sentinel), "
+                                f"got {self.empty!r}")
+
+
+def kv_formats_of(kernel) -> tuple[str, ...]:
+    """The cache formats a kernel declares (attribute `kv_format`), or ("bf16",)."""
+    declared = getattr(kernel, "kv_format", formats.BF16)
+    names = (declared,) if isinstance(declared, str) else declared
+    if not isinstance(names, tuple) or not names \
+            or not all(isinstance(n, str) and n in formats.NAMES for n in names):
+        raise ContractError(f"kv_format: expected one of {formats.NAMES} or a non-empty tuple "
+                            f"of them, got {declared!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def lse_of(kernel) -> LSE | None:
+    """What a kernel's LSE is (attribute `lse`), or None for a kernel returning `o` only."""
+    lse = getattr(kernel, "lse", None)
+    if lse is not None and not isinstance(lse, LSE):
+        raise ContractError(f"kernel.lse: expected a kernels.interface.LSE or None, got {lse!r}")
+    return lse
 
 
 def preconditions_of(kernel) -> Preconditions:
@@ -141,6 +199,10 @@ class KernelUnderTest:
     faulty: bool
     max_packed_batch: int = 0
     convention: str = DEFAULT_CONVENTION
+    #: the cache formats its examples are drawn in (section 12)
+    kv_formats: tuple[str, ...] = (formats.BF16,)
+    #: what its returned LSE is, or None: it returns `o` alone (section 13)
+    lse: LSE | None = None
 
     @classmethod
     def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
@@ -148,7 +210,8 @@ class KernelUnderTest:
         try:
             return cls(name=name, fn=fn, pre=preconditions_of(fn),
                        example_fraction=example_fraction_of(fn), faulty=faulty,
-                       max_packed_batch=max_packed_batch_of(fn), convention=convention_of(fn))
+                       max_packed_batch=max_packed_batch_of(fn), convention=convention_of(fn),
+                       kv_formats=kv_formats_of(fn), lse=lse_of(fn))
         except ContractError as exc:
             raise ContractError(f"kernel {name!r}: {exc}") from exc
 

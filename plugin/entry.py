@@ -34,7 +34,7 @@ JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         # trylast collection hooks a shard is cut before --replay counts the selection
         "nightly.npu_pool", "plugin.features", "nightly.known_failures",
         "nightly.sharding", "nightly.example_db")
-_SUITE_OPTIONS = ("kernel", "contract", "window_builder", "report_dir", "first_kill", "replay",
+_SUITE_OPTIONS = ("kernel", "contract", "kv_format", "window_builder", "report_dir", "first_kill", "replay",
                   "no_packing", "npu_cards", "shard", "example_db_from", "known_failures")
 
 
@@ -50,6 +50,11 @@ def pytest_addoption(parser):
                          "each declares (env SPARSE_ATTN_CONTRACT; default: each kernel's "
                          "`convention`, v1 if none); without --kernel, picks that "
                          "convention's default kernel (pypto or pypto-v2)")
+    group.addoption("--kv-format", default=None, metavar="FORMAT",
+                    help="the cache format the kernels under test read, overriding what "
+                         "each declares (env SPARSE_ATTN_KV_FORMAT): bf16, fp8_ds_mla, "
+                         "fp8_ds_v4, or a comma-separated list (each example draws one); "
+                         "default: each kernel's `kv_format`, bf16 if none")
     group.addoption("--window-builder", default=None, metavar="MODULE:CALLABLE",
                     help="a v2 window-metadata builder to check beside the suite's own "
                          "(conformance/v2/test_window_producer.py): called with position_ids, "

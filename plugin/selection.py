@@ -17,13 +17,14 @@ import pytest
 from hypothesis import settings
 
 from conformance.recorder import TEST_KEY
-from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError
+from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, formats
 from kernels import registry
 from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
 from plugin import hypothesis_hooks, profiles
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"
 ENV_CONTRACT = "SPARSE_ATTN_CONTRACT"
+ENV_KV_FORMAT = "SPARSE_ATTN_KV_FORMAT"
 
 
 def contract_override(config) -> str | None:
@@ -33,6 +34,20 @@ def contract_override(config) -> str | None:
     if name is not None and name not in CONVENTIONS:
         raise pytest.UsageError(f"--contract: expected one of {CONVENTIONS}, got {name!r}")
     return name
+
+
+def kv_format_override(config) -> tuple[str, ...] | None:
+    """The cache formats `--kv-format` (or `$SPARSE_ATTN_KV_FORMAT`) imposes on every kernel
+    of the run, or None (each kernel's own `kv_format` holds)."""
+    spec = config.getoption("kv_format", None) or os.environ.get(ENV_KV_FORMAT) or None
+    if spec is None:
+        return None
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    bad = [n for n in names if n not in formats.NAMES]
+    if bad or not names:
+        raise pytest.UsageError(f"--kv-format: expected one or more of {formats.NAMES} "
+                                f"(comma-separated), got {spec!r}")
+    return names
 
 
 def kernel_spec(config) -> str:
@@ -51,6 +66,9 @@ def kernels(config) -> list[KernelUnderTest]:
         raise pytest.UsageError(str(exc)) from exc
     if override is not None:
         found = [dataclasses.replace(k, convention=override) for k in found]
+    kv = kv_format_override(config)
+    if kv is not None:
+        found = [dataclasses.replace(k, kv_formats=kv) for k in found]
     if config.getoption("no_packing"):
         found = [dataclasses.replace(k, max_packed_batch=0) for k in found]
     return found
@@ -100,6 +118,9 @@ def pytest_report_header(config):
     lines.append(f"  calling convention: {', '.join(conventions)} (docs/contract.md; "
                  f"--contract overrides what a kernel declares)")
     for k in under_test:
+        if k.kv_formats != (formats.BF16,):
+            lines.append(f"  {k.name}: cache format(s) {', '.join(k.kv_formats)} "
+                         f"(docs/contract.md section 12; --kv-format overrides)")
         declared = max_packed_batch_of(k.fn)
         if declared:
             lines.append(f"  {k.name}: declares max_packed_batch={declared}: independent calls "

@@ -47,6 +47,8 @@ class Case:
     extremes: values beyond fp16's range or logits beyond an unshifted exp's.
     dominant: some token has one key carrying most of its softmax weight.
     edge: the edge mode (`strategies.edges.EDGE_MODES`) of an edge case, else None.
+    kv_format: the pools' cache format (contracts/formats.py); fp8_regime: how its bytes
+        were drawn (strategies/formats.py), None for bf16.
     """
 
     inputs: Inputs
@@ -58,12 +60,16 @@ class Case:
     extremes: bool = False
     dominant: bool = False
     edge: str | None = None
+    kv_format: str = "bf16"
+    fp8_regime: str | None = None
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
 
     def __repr__(self) -> str:
-        return f"Case({self.inputs!r}, path={self.path}, values={self.values}, seed={self.seed})"
+        fmt = f", kv_format={self.kv_format}" if self.kv_format != "bf16" else ""
+        return (f"Case({self.inputs!r}, path={self.path}, values={self.values}, "
+                f"seed={self.seed}{fmt})")
 
     def size(self) -> dict:
         """The size of this case, as reported for a shrunk counterexample."""
@@ -80,7 +86,8 @@ class Case:
             f"config: B={c.B} S={c.S} H={c.H} D={c.D} WIN={c.WIN} IDX_TOPK={c.IDX_TOPK} "
             f"BLOCK={c.BLOCK} ratio={c.ratio} softmax_scale={c.softmax_scale:.6g}",
             f"path={self.path} values={self.values} start_pos={_short(self.start_pos)} "
-            f"seed={self.seed}",
+            f"seed={self.seed} kv_format={self.kv_format}"
+            + (f" fp8_regime={self.fp8_regime}" if self.fp8_regime else ""),
             f"layout={dict(i.layout) or 'all contiguous'}",
             f"seqused_kv={_short(i.seqused_kv.tolist())} attn_sink={_short(sink)}",
             f"window_valid[b][s]={_short(wv.tolist())} cmp_valid[b][s]={_short(cv.tolist())}",

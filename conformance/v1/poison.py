@@ -5,44 +5,18 @@ from __future__ import annotations
 
 import torch
 
-from contracts.v1 import Inputs, derived_lengths, live_mask
+from contracts import formats
+from contracts.v1 import Inputs, addressed_rows, derived_lengths, live_mask
 
 #: Values an unread row is filled with, cycled: each breaks a different leak.
 POISON = (float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38)
 
 
-def mark_rows(mask: torch.Tensor, table: torch.Tensor, b, slots: torch.Tensor,
-              block: int) -> None:
-    """Set `mask[table[b, slot // block], slot % block]` for each `(b, slot)` pair (`b` an
-    int or a tensor like `slots`). A slot whose column is past the table or whose block id
-    is outside the pool is skipped: garbage in a column no live slot uses addresses
-    nothing."""
-    b = torch.as_tensor(b).expand_as(slots)
-    cols = slots // block
-    inside = cols < table.shape[1]
-    b, slots, cols = b[inside], slots[inside], cols[inside]
-    ids = table.to(torch.int64)[b, cols]
-    ok = (ids >= 0) & (ids < mask.shape[0])
-    mask.view(-1)[ids[ok] * block + slots[ok] % block] = True
-
-
-def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean `[N, BLOCK]` masks of the window and compressed pool rows that some live
-    entry of some token addresses."""
-    win, block = inputs.window_size, inputs.BLOCK
-    live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
-    e = inputs.topk_idxs.to(torch.int64)
-    b = torch.arange(inputs.B)[:, None, None].expand_as(e)
-    ori = torch.zeros(inputs.ori_kv.shape[:2], dtype=torch.bool)
-    cmp = torch.zeros(inputs.cmp_kv.shape[:2], dtype=torch.bool)
-    w, c = live & (e < win), live & (e >= win)
-    mark_rows(ori, inputs.ori_block_table, b[w], e[w], block)
-    mark_rows(cmp, inputs.cmp_block_table, b[c], e[c] - win, block)
-    return ori, cmp
-
-
 def poison_pool(pool: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """A copy of `pool` with every row outside `keep` set to a poison value."""
+    """A copy of `pool` with every row outside `keep` set to a poison value (a byte pool's
+    rows to its format's NaN codes and scales: `contracts.formats.poison_pool`)."""
+    if formats.of_pool(pool) != formats.BF16:
+        return formats.poison_pool(pool, keep)
     out = pool.clone()
     idx = torch.nonzero(~keep.reshape(-1)).flatten()
     values = torch.tensor(POISON, dtype=torch.float32)[torch.arange(idx.numel()) % len(POISON)]

@@ -13,7 +13,7 @@ from conformance.v1.views import batch_view, mix, one_token_call
 @given(data=st.data())
 def test_other_batches_and_tokens_do_not_matter(kernel, data):
     a = draw_case(data, kernel, label="case A")
-    b = draw_case(data, kernel, label="case B", config=a.config)
+    b = draw_case(data, kernel, label="case B", config=a.config, kv_format=a.kv_format)
     with example(a, kernel):
         batch = data.draw(st.integers(0, a.config.B - 1), label="batch")
         token = data.draw(st.integers(0, a.config.S - 1), label="token")

@@ -8,24 +8,9 @@ from __future__ import annotations
 import torch
 
 from conformance.v1.poison import POISON, poison_pool
-from contracts.v2 import Inputs, cmp_bound, live_lanes
+from contracts.v2 import Inputs, addressed_rows, cmp_bound, live_lanes
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-
-
-def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean `[N_ori, BLOCK]` and `[N_cmp, BLOCK]` masks of the pool rows some live lane
-    of some token addresses."""
-    live_w, live_c = live_lanes(inputs)
-    block = inputs.BLOCK
-    ori = torch.zeros(inputs.ori_kv.shape[0] * block, dtype=torch.bool)
-    ori[inputs.window_swa_indices.to(torch.int64)[live_w]] = True
-    cmp = torch.zeros(inputs.cmp_kv.shape[0] * block, dtype=torch.bool)
-    c = inputs.idx_topk[:, :inputs.index_topk].to(torch.int64)
-    b = inputs.batch_of_token[:, None].expand_as(c)
-    blk = inputs.cmp_block_table.to(torch.int64)[b[live_c], c[live_c] // block]
-    cmp[blk * block + c[live_c] % block] = True
-    return ori.reshape(-1, block), cmp.reshape(-1, block)
 
 
 def _pick(gen: torch.Generator, choices: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ position (docs/contract.md section 9)."""
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
 from strategies.v2.config import configs
 from strategies.v2.positions import adversarial_positions
 from strategies.v2.windows import lookup, ori_block_tables

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from contracts import formats
 from contracts.v2 import Inputs, live_lanes
 from strategies.pools import relabel_blocks
 
@@ -59,7 +60,14 @@ def others_changed(inputs: Inputs, t: int, gen: torch.Generator) -> Inputs:
 
 def _refill(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """`pool` with the rows outside `keep` (flat) replaced by a permutation of the pool's
-    own rows, negated: new values of the same magnitudes."""
+    own rows, negated: new values of the same magnitudes (a byte pool's records, permuted:
+    their codes and scales as drawn)."""
+    name = formats.of_pool(pool)
+    if name != formats.BF16:
+        recs = formats.records(pool).reshape(-1, pool.shape[-1])
+        perm = torch.randperm(recs.shape[0], generator=gen)
+        out = torch.where(keep[:, None], recs, recs[perm])
+        return formats.to_pool(name, out.reshape(pool.shape))
     flat = pool.reshape(-1, pool.shape[-1])
     perm = torch.randperm(flat.shape[0], generator=gen)
     out = torch.where(keep[:, None], flat, -flat[perm])

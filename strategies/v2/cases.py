@@ -63,6 +63,8 @@ class Case:
         int32, or sparse `{b: {column: block}}`); not a kernel argument.
     placement: how the tokens of a batch are placed (`positions.TOKEN_PLACEMENTS`).
     edge: the edge mode (`strategies.v2.edges.EDGE_MODES`) of an edge case, else None.
+    kv_format: the pools' cache format (contracts/formats.py); fp8_regime: how its bytes
+        were drawn (strategies/formats.py), None for bf16.
     """
 
     inputs: Inputs
@@ -76,12 +78,16 @@ class Case:
     ori_block_table: Table | None = dataclasses.field(default=None, repr=False, compare=False)
     placement: str = "model"
     edge: str | None = None
+    kv_format: str = "bf16"
+    fp8_regime: str | None = None
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
 
     def __repr__(self) -> str:
-        return f"Case({self.inputs!r}, path={self.path}, values={self.values}, seed={self.seed})"
+        fmt = f", kv_format={self.kv_format}" if self.kv_format != "bf16" else ""
+        return (f"Case({self.inputs!r}, path={self.path}, values={self.values}, "
+                f"seed={self.seed}{fmt})")
 
     def size(self) -> dict:
         """The size of this case, as reported for a shrunk counterexample."""
@@ -100,7 +106,8 @@ class Case:
             f"BLOCK={c.BLOCK} compress_ratio={c.ratio} cut={c.cut} "
             f"softmax_scale={c.softmax_scale:.6g}",
             f"path={self.path} placement={self.placement} edge={self.edge} values={self.values} "
-            f"start_pos={_short(self.start_pos)} seed={self.seed}",
+            f"start_pos={_short(self.start_pos)} seed={self.seed} kv_format={self.kv_format}"
+            + (f" fp8_regime={self.fp8_regime}" if self.fp8_regime else ""),
             f"layout={dict(i.layout) or 'all contiguous'} N_ori={i.ori_kv.shape[0]} "
             f"N_cmp={i.cmp_kv.shape[0]} M={i.cmp_block_table.shape[1]}",
             f"position_ids={_short(pos)} attn_sink={_short(i.attn_sink.tolist())}",

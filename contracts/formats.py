@@ -1,0 +1,320 @@
+"""Cache formats (docs/contract.md section 12): how a pool row is stored, and its exact value.
+
+A pool (`ori_kv`, `cmp_kv`) is either bf16 rows `[N, BLOCK, D]` (format "bf16", the
+contract's first form) or raw bytes `uint8 [N, BLOCK, ROW_BYTES]` in one of DeepSeek's FP8
+layouts, named by its row size. A row's value is its exact dequantisation: each e4m3 code
+times its group's scale, computed in float64 (every such product is exact there), the RoPE
+tail as stored. That value is the row for every formula of the contract, in both
+conventions; a kernel and the reference read the same bytes, so no quantisation error
+separates them.
+
+| format | row bytes | D (key) | D_v (value) | layout of one token's row |
+| --- | --- | --- | --- | --- |
+| bf16 | 2 D | any | D | D bf16 |
+| fp8_ds_mla | 656 | 576 | 512 | 512 e4m3fn, 4 float32 scales (one per 128), 64 bf16 RoPE |
+| fp8_ds_v4 | 584 | 512 | 512 | 448 e4m3fn, 64 bf16 RoPE; 7 UE8M0 scales (one per 64), 1 pad |
+
+A row's key is NoPE then RoPE (`D` dims); its value is the first `D_v` of them.
+
+fp8_ds_v4 is stored split by block, as FlashMLA (`tests/quant.py`, the sm90 kernel's scale
+pointer), sglang's SM120 kernels and vLLM's `deepseek_v4_ops/cache_utils.py` all address
+it: the pool is shaped `[N, BLOCK, 584]` (FlashMLA's view), but block `n`'s `BLOCK * 584`
+bytes hold every token's 576 data bytes first (token `t` at `t * 576`: NoPE, then RoPE),
+then every token's 8 scale bytes (token `t` at `BLOCK * 576 + t * 8`). The blocks may lie
+at any stride (FlashMLA and vLLM pad it to a multiple of 576), each block's bytes
+contiguous. This module calls a token's 584 bytes in the order data, scales its *record*;
+`read_rows`, `records` and `to_pool` move between pools and records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from contracts.checks import ContractError
+
+#: e4m3fn codes that are NaN (S.1111.111); every other code is a finite value.
+E4M3_NAN_CODES = (0x7F, 0xFF)
+#: The UE8M0 code that is NaN; every other code `e` is 2^(e - 127).
+UE8M0_NAN_CODE = 0xFF
+UE8M0_BIAS = 127
+
+
+@dataclass(frozen=True)
+class Format:
+    """One cache format: where each field of a row lies (byte offsets inside one row).
+
+    nope: how many e4m3 values (the quantised part); group: values per scale;
+    scale: "f32" (float32 scales) or "ue8m0" (one byte, a power of two); rope: bf16 values
+    after the NoPE part in the key; d_v: the value's dims (the first of the key's).
+    """
+
+    name: str
+    row_bytes: int
+    nope: int
+    group: int
+    scale: str
+    rope: int
+    d_v: int
+    nope_at: int
+    scale_at: int
+    rope_at: int
+    #: stored split by block (data of every token, then scales of every token)
+    block_split: bool = False
+
+    @property
+    def D(self) -> int:
+        """The key's dims: NoPE then RoPE (q's last dimension)."""
+        return self.nope + self.rope
+
+    @property
+    def groups(self) -> int:
+        return self.nope // self.group
+
+    @property
+    def scale_bytes(self) -> int:
+        return 4 if self.scale == "f32" else 1
+
+    @property
+    def pad(self) -> tuple[int, int]:
+        """The byte range no field uses (`(start, stop)`, empty when none)."""
+        used = sorted([(self.nope_at, self.nope_at + self.nope),
+                       (self.scale_at, self.scale_at + self.groups * self.scale_bytes),
+                       (self.rope_at, self.rope_at + 2 * self.rope)])
+        end = used[-1][1]
+        return (end, self.row_bytes)
+
+    # -- fields ---------------------------------------------------------------------------
+    def codes(self, rows: torch.Tensor) -> torch.Tensor:
+        """The e4m3 codes `[..., nope]` uint8 of byte rows `[..., row_bytes]`."""
+        return rows[..., self.nope_at:self.nope_at + self.nope]
+
+    def scale_field(self, rows: torch.Tensor) -> torch.Tensor:
+        """The raw scale bytes `[..., groups * scale_bytes]`."""
+        return rows[..., self.scale_at:self.scale_at + self.groups * self.scale_bytes]
+
+    def rope_field(self, rows: torch.Tensor) -> torch.Tensor:
+        """The RoPE bytes `[..., 2 * rope]`."""
+        return rows[..., self.rope_at:self.rope_at + 2 * self.rope]
+
+    def scales(self, rows: torch.Tensor) -> torch.Tensor:
+        """Each group's scale `[..., groups]` float64, exactly (NaN for a NaN code)."""
+        raw = self.scale_field(rows).contiguous()
+        if self.scale == "f32":
+            return torch.empty(raw.shape, dtype=torch.uint8).copy_(raw).view(torch.float32).double()
+        e = raw.to(torch.float64) - UE8M0_BIAS
+        return torch.where(raw == UE8M0_NAN_CODE, float("nan"), torch.exp2(e))
+
+    def rope_values(self, rows: torch.Tensor) -> torch.Tensor:
+        raw = self.rope_field(rows)
+        return torch.empty(raw.shape, dtype=torch.uint8).copy_(raw).view(torch.bfloat16).double()
+
+    # -- the value of a row --------------------------------------------------------------
+    def decode(self, rows: torch.Tensor) -> torch.Tensor:
+        """The exact value `[..., D]` float64 of byte rows `[..., row_bytes]`: NoPE codes
+        times their group's scale, then the RoPE tail."""
+        nope = e4m3(self.codes(rows))
+        scale = self.scales(rows).repeat_interleave(self.group, dim=-1)
+        return torch.cat([nope * scale, self.rope_values(rows)], dim=-1)
+
+    def encode(self, codes: torch.Tensor, scales: torch.Tensor, rope: torch.Tensor,
+               pad: int = 0) -> torch.Tensor:
+        """Byte rows `[..., row_bytes]` from e4m3 `codes` `[..., nope]` uint8, `scales`
+        `[..., groups]` (float32 values for "f32", uint8 codes for "ue8m0") and `rope`
+        `[..., rope]` bf16; the padding bytes hold `pad`."""
+        lead = codes.shape[:-1]
+        out = torch.full((*lead, self.row_bytes), pad, dtype=torch.uint8)
+        out[..., self.nope_at:self.nope_at + self.nope] = codes
+        if self.scale == "f32":
+            raw = as_bytes(scales.to(torch.float32))
+        else:
+            raw = scales.to(torch.uint8)
+        out[..., self.scale_at:self.scale_at + self.groups * self.scale_bytes] = raw
+        out[..., self.rope_at:self.rope_at + 2 * self.rope] = as_bytes(rope.to(torch.bfloat16))
+        return out
+
+
+def _data_bytes(fmt: Format) -> int:
+    """A block-split format's data bytes per token (the record before the scales)."""
+    return fmt.scale_at
+
+
+def read_rows(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """The rows `pool[block, row]` (index tensors of one shape): bf16 rows of a bf16 pool,
+    a byte pool's records `[..., row_bytes]` (for a block-split format, gathered from the
+    block's data and scale areas)."""
+    name = of_pool(pool)
+    fmt = FORMATS.get(name)
+    if fmt is None or not fmt.block_split:
+        return pool[block, row]
+    n, size = pool.shape[0], pool.shape[1]
+    flat = pool.reshape(n, size * fmt.row_bytes)  # each block's bytes are contiguous
+    data = _data_bytes(fmt)
+    d_cols = row[..., None] * data + torch.arange(data)
+    s_cols = size * data + row[..., None] * (fmt.row_bytes - data) \
+        + torch.arange(fmt.row_bytes - data)
+    blk = block[..., None]
+    return torch.cat([flat[blk, d_cols], flat[blk, s_cols]], dim=-1)
+
+
+def records(pool: torch.Tensor) -> torch.Tensor:
+    """Every row of a byte pool as records `[N, BLOCK, row_bytes]` (a copy)."""
+    n, size = pool.shape[:2]
+    block = torch.arange(n)[:, None].expand(n, size)
+    return read_rows(pool, block, torch.arange(size)[None, :].expand(n, size)).clone()
+
+
+def to_pool(name: str, recs: torch.Tensor) -> torch.Tensor:
+    """A contiguous pool `[N, BLOCK, row_bytes]` in format `name` holding records `recs`."""
+    fmt = FORMATS[name]
+    if not fmt.block_split:
+        return recs.contiguous()
+    n, size, width = recs.shape
+    data = _data_bytes(fmt)
+    flat = torch.cat([recs[..., :data].reshape(n, size * data),
+                      recs[..., data:].reshape(n, size * (width - data))], dim=1)
+    return flat.reshape(n, size, width).contiguous()
+
+
+def as_bytes(t: torch.Tensor) -> torch.Tensor:
+    """`t`'s bytes (`[..., last * itemsize]` uint8), from a fresh contiguous copy (a view
+    as bytes needs unit strides, which an expanded or empty tensor may lack)."""
+    return torch.empty(t.shape, dtype=t.dtype).copy_(t).view(torch.uint8)
+
+
+def e4m3(codes: torch.Tensor) -> torch.Tensor:
+    """The float64 values of float8_e4m3fn codes (uint8): exact."""
+    return torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(
+        torch.float8_e4m3fn).double()
+
+
+#: The FP8 formats by name (section 12). Offsets: FlashMLA's and vLLM's `fp8_ds_mla`
+#: (V3.2) and FlashMLA's V4 ("MODEL1") sparse layout, as the contract states them.
+FORMATS: dict[str, Format] = {
+    "fp8_ds_mla": Format("fp8_ds_mla", row_bytes=656, nope=512, group=128, scale="f32",
+                         rope=64, d_v=512, nope_at=0, scale_at=512, rope_at=528),
+    "fp8_ds_v4": Format("fp8_ds_v4", row_bytes=584, nope=448, group=64, scale="ue8m0",
+                        rope=64, d_v=512, nope_at=0, scale_at=576, rope_at=448,
+                        block_split=True),
+}
+BF16 = "bf16"
+#: Every format a pool may be in, bf16 first (the default).
+NAMES = (BF16, *FORMATS)
+
+
+def get(name: str) -> Format | None:
+    """The format `name` (None for bf16); an unknown name raises `ContractError`."""
+    if name == BF16:
+        return None
+    if name not in FORMATS:
+        raise ContractError(f"kv_format: expected one of {NAMES}, got {name!r}")
+    return FORMATS[name]
+
+
+def of_pool(pool: torch.Tensor) -> str:
+    """The format a pool tensor is in, by dtype and row size (no check of the values)."""
+    if pool.dtype == torch.bfloat16:
+        return BF16
+    for name, fmt in FORMATS.items():
+        if pool.dtype == torch.uint8 and pool.shape[-1] == fmt.row_bytes:
+            return name
+    return "unknown"
+
+
+def key_dims(name: str, D: int | None = None) -> int | None:
+    """q's D for a pool in format `name` (None: any, for bf16)."""
+    fmt = get(name)
+    return None if fmt is None else fmt.D
+
+
+def value_dims(name: str, D: int) -> int:
+    """The output's last dim for a call whose q has `D` dims and pools in format `name`."""
+    fmt = get(name)
+    return D if fmt is None else fmt.d_v
+
+
+def values(pool_rows: torch.Tensor) -> torch.Tensor:
+    """Rows read from a pool (any leading shape, the pool's last dim): their values, bf16
+    as stored for a bf16 pool, float64 dequantised for a byte pool."""
+    if pool_rows.dtype == torch.bfloat16:
+        return pool_rows
+    name = of_pool(pool_rows)
+    if name == "unknown":
+        raise ContractError(f"pool rows: expected bf16 or uint8 rows of {_sizes()} bytes, got "
+                            f"{pool_rows.dtype} rows of {pool_rows.shape[-1]}")
+    return FORMATS[name].decode(pool_rows)
+
+
+def _sizes() -> str:
+    return ", ".join(f"{f.row_bytes} ({n})" for n, f in FORMATS.items())
+
+
+def check_pool(name: str, pool, D: int) -> str:
+    """The format of pool argument `name` (`ori_kv`/`cmp_kv`) for a call with q's `D`:
+    bf16 `[N, BLOCK, D]` or uint8 `[N, BLOCK, ROW_BYTES]` of a format whose key has `D`
+    dims. Anything else raises `ContractError` naming the argument."""
+    if not isinstance(pool, torch.Tensor):
+        raise ContractError(f"{name}: expected a torch.Tensor, got {type(pool).__name__}")
+    if pool.dim() != 3:
+        raise ContractError(f"{name}: expected 3 dimensions [N, BLOCK, D or ROW_BYTES], got "
+                            f"shape {tuple(pool.shape)}")
+    if pool.dtype == torch.bfloat16:
+        return BF16
+    if pool.dtype != torch.uint8:
+        raise ContractError(f"{name}: expected dtype torch.bfloat16 (format bf16) or "
+                            f"torch.uint8 (bytes of {', '.join(FORMATS)}), got {pool.dtype}")
+    fmt_name = of_pool(pool)
+    if fmt_name == "unknown":
+        raise ContractError(f"{name}: expected uint8 rows of {_sizes()} bytes, got rows of "
+                            f"{pool.shape[-1]} bytes (shape {tuple(pool.shape)})")
+    fmt = FORMATS[fmt_name]
+    if fmt.D != D:
+        raise ContractError(f"{name}: expected a pool whose key has q's D={D} dims; rows of "
+                            f"{fmt.row_bytes} bytes are format {fmt_name}, whose key has "
+                            f"{fmt.D} dims (q must be [..., {fmt.D}])")
+    return fmt_name
+
+
+def poison_rows(fmt: Format, n: int, gen: torch.Generator) -> torch.Tensor:
+    """`n` byte rows a kernel must never read (`[n, row_bytes]` uint8), each breaking a
+    different careless read, cycled: NaN codes (0x7F, 0xFF) with NaN scales, finite codes
+    with a NaN or infinite scale, the largest codes with the largest scale, and random
+    bytes in the padding."""
+    out = torch.randint(0, 256, (n, fmt.row_bytes), generator=gen, dtype=torch.uint8)
+    kind = torch.arange(n) % 4
+    codes = fmt.codes(out)
+    codes[kind == 0] = torch.tensor(E4M3_NAN_CODES, dtype=torch.uint8).repeat(fmt.nope // 2)
+    codes[kind == 3] = 0x7E  # +448 everywhere
+    field = fmt.scale_field(out)
+    if fmt.scale == "f32":
+        bad = torch.tensor([float("nan"), float("nan"), float("inf"), 3.0e38],
+                           dtype=torch.float32)[kind]
+        field[:] = as_bytes(bad[:, None].expand(n, fmt.groups))
+    else:
+        bad = torch.tensor([UE8M0_NAN_CODE, UE8M0_NAN_CODE, UE8M0_NAN_CODE, 254],
+                           dtype=torch.uint8)[kind]
+        field[:] = bad[:, None]
+    rope = torch.tensor([float("nan"), float("inf"), float("-inf"), 3.0e38],
+                        dtype=torch.bfloat16)[kind]
+    fmt.rope_field(out)[:] = as_bytes(rope[:, None].expand(n, fmt.rope))
+    return out
+
+
+def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | None = None
+                ) -> torch.Tensor:
+    """A copy of byte pool `pool` with every row outside `keep` (`[N, BLOCK]` bool)
+    replaced by `poison_rows`."""
+    name = of_pool(pool)
+    fmt = FORMATS[name]
+    recs = records(pool)
+    flat = recs.view(-1, fmt.row_bytes)
+    idx = torch.nonzero(~keep.reshape(-1)).flatten()
+    gen = gen if gen is not None else torch.Generator().manual_seed(int(idx.numel()))
+    flat[idx] = poison_rows(fmt, idx.numel(), gen)
+    return to_pool(name, recs)
+
+
+__all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "UE8M0_BIAS", "UE8M0_NAN_CODE",
+           "Format", "check_pool", "e4m3", "get", "key_dims", "of_pool", "poison_pool",
+           "poison_rows", "as_bytes", "read_rows", "records", "to_pool", "value_dims", "values"]

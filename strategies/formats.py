@@ -1,0 +1,171 @@
+"""Byte pools in DeepSeek's FP8 cache formats (contracts/formats.py, docs/contract.md
+section 12), drawn from a case's bf16 pools: the suite draws the bytes, so the reference
+reads exactly what the kernel reads.
+
+Per case a regime (Hypothesis draws it, so a failure shrinks towards "quantised"):
+
+- "quantised": each group quantised as the cache writers do (FlashMLA's and vLLM's V4
+  writers: the smallest power of two that brings the group's amax under 448; V3.2: sglang's
+  `amax / 448` in float32, or FlashMLA's power of two), the RoPE tail as drawn. The value
+  regimes (one-hot rows, dominant keys, extreme magnitudes) survive up to e4m3's rounding;
+- "raw": every group's codes and scale drawn directly: every finite e4m3 code (subnormals,
+  +-0, +-448 and their neighbours), scales across the whole UE8M0 range (2^-127 .. 2^127)
+  or float32 scales from subnormal to 3e38, groups of one scale with mixed magnitudes, and
+  the RoPE tail at its extremes;
+- "mixed": quantised, then a share of the groups raw.
+
+Precondition (written in the contract, section 12): a row's values stay within the
+magnitudes the case's value regime drew (the pool's largest |value|): a raw code whose
+product with its scale would pass that becomes +-0, so logits stay in the contract's
+domain (section 5); a huge scale then carries only zeros, a tiny one any code.
+
+Every row no live lane reads is poisoned: NaN codes (0x7F, 0xFF), NaN or infinite scales
+(UE8M0 0xFF), the largest codes and scale, random padding (`contracts.formats.poison_rows`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from hypothesis import strategies as st
+
+from contracts import formats, front_end
+from contracts.formats import E4M3_NAN_CODES, UE8M0_BIAS, Format
+
+REGIMES = ("quantised", "raw", "mixed")
+#: e4m3 codes a careless decoder gets wrong: +-0, the subnormals' ends, the smallest
+#: normal, the largest values and their neighbours.
+SPECIAL_CODES = (0x00, 0x80, 0x01, 0x81, 0x02, 0x07, 0x87, 0x08, 0x88, 0x09, 0x38, 0xB8,
+                 0x7D, 0xFD, 0x7E, 0xFE)
+_FINITE = torch.tensor([c for c in range(256) if c not in E4M3_NAN_CODES], dtype=torch.uint8)
+
+
+def _code_values() -> torch.Tensor:
+    return formats.e4m3(torch.arange(256, dtype=torch.uint8))
+
+
+def quantise(fmt: Format, rows: torch.Tensor, power_of_two: bool) -> torch.Tensor:
+    """Records `[..., row_bytes]` of bf16 `rows` `[..., D]`, as a cache writer makes them:
+    per group the scale `s` (the smallest power of two with amax / s <= 448 for UE8M0 or
+    when `power_of_two`, else amax / 448 in float32), codes = e4m3(x / s) rounded to
+    nearest even; the RoPE tail stored as is."""
+    x = rows.double()
+    nope = x[..., :fmt.nope].reshape(*x.shape[:-1], fmt.groups, fmt.group)
+    amax = nope.abs().amax(dim=-1)
+    if fmt.scale == "ue8m0" or power_of_two:
+        e = torch.ceil(torch.log2(torch.where(amax > 0, amax, 1.0) / 448.0))
+        e = e.clamp(-UE8M0_BIAS, UE8M0_BIAS)
+        scale = torch.exp2(e)
+    else:
+        scale = (amax / 448.0).float().double()
+        scale = torch.where(scale > 0, scale, 1.0)
+    codes = (nope / scale[..., None]).float().to(torch.float8_e4m3fn).view(torch.uint8)
+    codes = codes.reshape(*x.shape[:-1], fmt.nope)
+    raw = (e + UE8M0_BIAS).to(torch.uint8) if fmt.scale == "ue8m0" else scale.float()
+    return fmt.encode(codes, raw, rows[..., fmt.nope:].to(torch.bfloat16))
+
+
+def raw_groups(fmt: Format, recs: torch.Tensor, which: torch.Tensor, cap: float,
+               gen: torch.Generator) -> torch.Tensor:
+    """`recs` with the groups in `which` (`[..., groups]` bool) drawn raw: codes among every
+    finite one (half of them among `SPECIAL_CODES`), a scale anywhere in its range; a code
+    whose value times its scale passes `cap` becomes +-0. The RoPE tail of rows with a raw
+    group gets values at +-cap (rounded down to bf16) and bf16's smallest subnormals."""
+    out = recs.clone()
+    lead = recs.shape[:-1]
+    codes = _FINITE[torch.randint(0, len(_FINITE), (*lead, fmt.nope), generator=gen)]
+    special = torch.tensor(SPECIAL_CODES, dtype=torch.uint8)
+    pick = special[torch.randint(0, len(special), codes.shape, generator=gen)]
+    codes = torch.where(torch.rand(codes.shape, generator=gen) < 0.5, pick, codes)
+    if fmt.scale == "ue8m0":
+        raw = torch.randint(0, 255, (*lead, fmt.groups), generator=gen, dtype=torch.int64)
+        near = UE8M0_BIAS + torch.randint(-12, 13, raw.shape, generator=gen)
+        raw = torch.where(torch.rand(raw.shape, generator=gen) < 0.5, near, raw).to(torch.uint8)
+        scale = torch.exp2(raw.double() - UE8M0_BIAS)
+    else:
+        # float32 scales from the subnormals (2^-149) to 3e38, any mantissa
+        e = torch.randint(-149, 128, (*lead, fmt.groups), generator=gen).double()
+        mant = 1 + torch.rand((*lead, fmt.groups), generator=gen, dtype=torch.float64)
+        near = torch.randint(-12, 13, e.shape, generator=gen).double()
+        e = torch.where(torch.rand(e.shape, generator=gen) < 0.5, near, e)
+        scale = (mant * torch.exp2(e)).float().double()
+        scale = torch.where(scale > 0, scale, 2.0**-149)
+        raw = scale.float()
+    value = formats.e4m3(codes).reshape(*lead, fmt.groups, fmt.group).abs() * scale[..., None]
+    too_big = (value > cap).reshape(*lead, fmt.nope)
+    codes = torch.where(too_big, codes & 0x80, codes)  # +-0, sign kept
+    drawn = fmt.encode(codes, raw, torch.zeros((*lead, fmt.rope), dtype=torch.bfloat16))
+    group_of = torch.arange(fmt.nope) // fmt.group
+    code_mask = which[..., group_of]
+    fmt.codes(out)[:] = torch.where(code_mask, fmt.codes(drawn), fmt.codes(out))
+    sb = fmt.scale_bytes
+    scale_mask = which.repeat_interleave(sb, dim=-1)
+    fmt.scale_field(out)[:] = torch.where(scale_mask, fmt.scale_field(drawn), fmt.scale_field(out))
+    # the RoPE tail of rows with a raw group: some values at the magnitude cap, some tiny
+    any_raw = which.any(dim=-1)
+    rope = fmt.rope_values(out)
+    big = torch.tensor(cap, dtype=torch.float64).to(torch.bfloat16).double()
+    if float(big) > cap:  # rounded up: take the bf16 value below
+        big = torch.nextafter(big.to(torch.bfloat16).float(), torch.tensor(0.0)).double()
+    tiny = 2.0**-133
+    extreme = torch.tensor([float(big), -float(big), tiny, -tiny], dtype=torch.float64)
+    sel = extreme[torch.randint(0, 4, (*lead, fmt.rope), generator=gen)]
+    hit = any_raw[..., None] & (torch.rand((*lead, fmt.rope), generator=gen) < 0.25)
+    rope = torch.where(hit, sel, rope).to(torch.bfloat16)
+    fmt.rope_field(out)[:] = formats.as_bytes(rope)
+    return out
+
+
+def encode_pool(fmt: Format, pool: torch.Tensor, keep: torch.Tensor, regime: str,
+                power_of_two: bool, raw_share: float, cap: float,
+                gen: torch.Generator) -> torch.Tensor:
+    """A byte pool in format `fmt` (its own block layout) from bf16 `pool` `[N, BLOCK, D]`:
+    rows in `keep` (`[N, BLOCK]` bool, the rows some live lane reads) encoded by `regime`,
+    every other row poisoned."""
+    recs = quantise(fmt, pool, power_of_two)
+    if regime != "quantised":
+        share = 1.0 if regime == "raw" else raw_share
+        which = torch.rand((*pool.shape[:2], fmt.groups), generator=gen) < share
+        recs = raw_groups(fmt, recs, which, cap, gen)
+    flat = recs.view(-1, fmt.row_bytes)
+    idx = torch.nonzero(~keep.reshape(-1)).flatten()
+    flat[idx] = formats.poison_rows(fmt, idx.numel(), gen)
+    return formats.to_pool(fmt.name, recs)
+
+
+def magnitude_cap(*pools: torch.Tensor) -> float:
+    """The largest finite |value| of the drawn bf16 pools (at least 2^-8): raw values stay
+    at or under it, inside the magnitudes the case's value regime chose."""
+    m = max((float(p.float().nan_to_num(0, 0, 0).abs().max()) if p.numel() else 0.0)
+            for p in pools)
+    return max(m, 2.0**-8) if math.isfinite(m) else 2.0**-8
+
+
+@st.composite
+def in_format(draw, case, name: str):
+    """`case` (a v1 or v2 `Case` whose q has the format's D) with both pools re-drawn as
+    bytes in format `name`, the reads as drawn; `case.kv_format` names the format."""
+    fmt = formats.get(name)
+    if fmt is None:
+        return case
+    inputs = case.inputs
+    if inputs.D != fmt.D:
+        raise ValueError(f"in_format: expected a case with D={fmt.D} for {name}, got "
+                         f"D={inputs.D}")
+    regime = draw(st.sampled_from(REGIMES), label="fp8 regime")
+    power_of_two = fmt.scale == "ue8m0" or draw(st.booleans(), label="power-of-two scales")
+    raw_share = draw(st.sampled_from((0.05, 0.25, 0.5)), label="raw share")
+    seed = draw(st.integers(0, 2**32 - 1), label="fp8 seed")
+    gen = torch.Generator().manual_seed(seed)
+    keep_ori, keep_cmp = front_end(inputs.CONVENTION).addressed_rows(inputs)
+    cap = magnitude_cap(inputs.ori_kv, inputs.cmp_kv)
+    ori = encode_pool(fmt, inputs.ori_kv, keep_ori, regime, power_of_two, raw_share, cap, gen)
+    cmp = encode_pool(fmt, inputs.cmp_kv, keep_cmp, regime, power_of_two, raw_share, cap, gen)
+    new = inputs.replace(ori_kv=ori, cmp_kv=cmp)
+    return dataclasses.replace(case, inputs=new, kv_format=name, fp8_regime=regime)
+
+
+__all__ = ["REGIMES", "SPECIAL_CODES", "encode_pool", "in_format", "magnitude_cap", "quantise",
+           "raw_groups"]
