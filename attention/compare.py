@@ -67,6 +67,8 @@ def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
     err = (actual - expected).abs().amax(dim=-1)
     err = torch.where(finite, err, torch.tensor(float("inf"), dtype=err.dtype))
     ratio = err / tol.double()
+    # a NaN tolerance (a reference outside the domain) can never be met: it fails, named
+    ratio = torch.where(torch.isnan(ratio), float("inf"), ratio)
     worst = float(ratio.max()) if ratio.numel() else 0.0
     if worst <= 1.0:
         return Comparison(True, worst, "")

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # FlashMLA's sparse attention (sgl-flash-mla 1.0.0) under the suite, on one H100 or H200
-# (issue 11; docs/findings/flashmla.md). Prepared for a machine without registry access
+# (issue 11; docs/findings/flashmla.md): the bf16 sparse prefill adapter (kernels/flashmla.py)
+# and the FP8 sparse decode adapters (kernels/flashmla_fp8.py, V4 and V3.2 caches).
+# NOT YET RUN ON A GPU: this script has only been read and shell-checked on a machine
+# without one; no result in the findings comes from it. Prepared for a machine without registry access
 # (torch 2.11+cu130, python3 3.12 with hypothesis, pytest, jinja2): the wheel travels in the
 # working tree under the ignored .carry/. Here, once:
 #
@@ -10,14 +13,18 @@
 #
 #     run(command="bash benchmarks/flashmla_gpu_run.sh", carry=[".carry"], timeout_s=600)
 #
-# Steps, each under its own time cap (about 9 minutes in all; device budget 15 minutes):
-# environment; install the wheel (--no-deps, --no-index, into /tmp); does it load with this
-# torch (stop here, exit 0, if not); probes and benchmark (benchmarks/flashmla_cuda.py);
-# the conformance suite (ci profile, report under $OUT/flashmla-report); the kill-rate
-# command (under $OUT/killrate-flashmla). A capped step is interrupted with SIGINT, so
-# pytest still writes its report of what ran. At the end $OUT is trimmed to at most 8
-# files (what the device tool brings back): the log, the JSON reports, the kill-rate
-# pytest log and one archive of everything.
+# Steps, each under its own time cap (about 9 minutes in all, under the device tool's 10
+# minutes a command; the device budget is 15 minutes a session, machine start included):
+# environment (30 s); install the wheel (--no-deps, --no-index, into /tmp); does it load
+# with this torch (60 s; stop here, exit 0, if not); probes and benchmark (60 s,
+# benchmarks/flashmla_cuda.py); the conformance suite on the bf16 adapter (140 s, ci
+# profile, report under $OUT/flashmla-report); on the FP8 decode adapters, V4 (120 s,
+# $OUT/flashmla-fp8-v4-report) and V3.2 (90 s, $OUT/flashmla-fp8-v32-report), skipped
+# with the reason if kernels.flashmla_fp8.available() says no; the kill-rate command
+# (50 s, under $OUT/killrate-flashmla). A capped step is interrupted with SIGINT, so pytest
+# still writes its report of what ran. At the end $OUT is trimmed to at most 8 files
+# (what the device tool brings back): the log, the JSON reports, the kill-rate pytest log
+# and one archive of everything.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out-flashmla}
@@ -47,8 +54,8 @@ fi
 export PYTHONPATH=/tmp/flashmla-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 # the suite's pytest plugin is an entry point of the pip-installed project; not installed here
 if ! "$PY" -c 'import sys, importlib.metadata as m
-sys.exit(0 if any(e.value == "conformance.plugin" for e in m.entry_points(group="pytest11")) else 1)'; then
-    export PYTEST_PLUGINS=conformance.plugin
+sys.exit(0 if any(e.value == "plugin.entry" for e in m.entry_points(group="pytest11")) else 1)'; then
+    export PYTEST_PLUGINS=plugin.entry  # the entry point sparse_attn_conformance
 fi
 
 step "does flash_mla load with this torch?"
@@ -58,8 +65,9 @@ try:
     print("flash_mla", flash_mla.__version__, "from", flash_mla.__file__, "| has_legacy:", flash_mla.has_legacy())
 except BaseException as exc:
     print("import flash_mla FAILED:", type(exc).__name__, exc)
-from kernels import flashmla
-print("kernels.flashmla.available():", flashmla.available())'
+from kernels import flashmla, flashmla_fp8
+print("kernels.flashmla.available():", flashmla.available())
+print("kernels.flashmla_fp8.available():", flashmla_fp8.available())'
 REASON=$(timeout 120 "$PY" -c 'from kernels import flashmla; print(flashmla.available() or "")' 2>&1 | tail -1)
 if [ -n "$REASON" ]; then
     echo "stop: $REASON"
@@ -67,24 +75,43 @@ if [ -n "$REASON" ]; then
 fi
 
 step "probes and benchmark (benchmarks/flashmla_cuda.py)"
-timeout -s INT -k 20 110 "$PY" benchmarks/flashmla_cuda.py --examples 30 --iters 50
+timeout -s INT -k 20 60 "$PY" benchmarks/flashmla_cuda.py --examples 30 --iters 50
 echo "benchmark exit: $?"
 
 step "conformance suite: pytest conformance --kernel=flashmla --hypothesis-profile=ci $XDIST"
 # shellcheck disable=SC2086
-timeout -s INT -k 30 240 "$PY" -m pytest conformance --kernel=flashmla --hypothesis-profile=ci \
+timeout -s INT -k 20 140 "$PY" -m pytest conformance --kernel=flashmla --hypothesis-profile=ci \
     $XDIST --report-dir="$OUT/flashmla-report" -q -rfEs --no-header
 echo "pytest exit: $?"
 
-step "kill-rate: python -m conformance.killrate --kernels flashmla --profile ci"
-timeout -s INT -k 30 150 "$PY" -m conformance.killrate --kernels flashmla --profile ci \
+FP8_REASON=$(timeout 60 "$PY" -c 'from kernels import flashmla_fp8; print(flashmla_fp8.available() or "")' 2>&1 | tail -1)
+for v in v4:120 v32:90; do
+    name=${v%%:*} cap=${v##*:}
+    step "FP8 decode: pytest conformance --kernel=kernels.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci $XDIST"
+    if [ -n "$FP8_REASON" ]; then
+        echo "skipped: $FP8_REASON"
+        continue
+    fi
+    # shellcheck disable=SC2086
+    timeout -s INT -k 20 "$cap" "$PY" -m pytest conformance \
+        --kernel=kernels.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci \
+        $XDIST --report-dir="$OUT/flashmla-fp8-$name-report" -q -rfEs --no-header
+    echo "pytest exit: $?"
+done
+
+step "kill-rate: python -m nightly.killrate --kernels flashmla --profile ci"
+timeout -s INT -k 20 50 "$PY" -m nightly.killrate --kernels flashmla --profile ci \
     --out "$OUT/killrate-flashmla" -n 0
 echo "killrate exit: $?"
 
 step "pack \$OUT (the device tool brings back at most 8 files)"
 cd "$OUT" || exit 0
-tar czf flashmla-results.tgz flashmla-report killrate-flashmla 2>/dev/null
-find flashmla-report killrate-flashmla -type f ! -name '*.json' ! -name pytest.log -delete 2>/dev/null
-ls -la "$OUT" "$OUT"/flashmla-report "$OUT"/killrate-flashmla 2>/dev/null
+REPORTS="flashmla-report flashmla-fp8-v4-report flashmla-fp8-v32-report killrate-flashmla"
+# shellcheck disable=SC2086
+tar czf flashmla-results.tgz $REPORTS 2>/dev/null
+# shellcheck disable=SC2086
+find $REPORTS -type f ! -name '*.json' ! -name pytest.log -delete 2>/dev/null
+# shellcheck disable=SC2086
+ls -la "$OUT" $REPORTS 2>/dev/null
 echo "done ($(date +%T))"
 sleep 1  # let tee finish the log

@@ -53,6 +53,9 @@ def draw_case(data: st.DataObject, kernel: KernelUnderTest, label: str = "case",
             kernel.kv_formats[0] if len(kernel.kv_formats) == 1
             else data.draw(st.sampled_from(kernel.kv_formats), label="kv_format"))
         pre = format_preconditions(kernel.pre, kv_format)
+        if kw.get("fixed") and formats.key_dims(kv_format) is not None:
+            # a shape taken whole (the model's) in a format that fixes D: the format's D
+            kw["fixed"] = {**kw["fixed"], "D": formats.key_dims(kv_format)}
         case = data.draw(cases_of(kernel)(pre, budget=profiles.budget(), **kw), label=label)
         if kv_format != formats.BF16:
             case = data.draw(in_format(case, kv_format), label=f"{label} in {kv_format}")

@@ -10,7 +10,9 @@ from hypothesis.errors import HypothesisException
 
 import contracts
 from attention.compare import compare, golden, tolerance
+from attention.lse import compare_lse
 from conformance import packing, recorder
+from contracts import checks
 from contracts.v1 import Inputs
 from kernels.interface import KernelUnderTest
 
@@ -31,7 +33,11 @@ failing_args: dict[str, dict] = {}
 def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> torch.Tensor:
     """Call the kernel on a fresh copy of `inputs` (or on `args`, if given); return its
     output as CPU fp32. Anything the kernel raises becomes a `KernelFailure` that names the
-    kernel and keeps whatever diagnostics the exception carries."""
+    kernel and keeps whatever diagnostics the exception carries.
+
+    A kernel declaring an LSE (`kernel.lse`, docs/contract.md section 13) returns `(o, lse)`:
+    its LSE is checked here against the reference's for `inputs` (attention/lse.py), a
+    mismatch failing the property (`AssertionError`), and `o` is returned as for any other."""
     kw = inputs.kwargs() if args is None else args
     front = contracts.of(inputs)
     front.validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
@@ -41,10 +47,58 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
     except Exception as exc:
         raise KernelFailure(
             f"kernel {kernel.name!r} raised {type(exc).__name__}: {exc}") from exc
+    lse = None
+    if kernel.lse is not None:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise KernelFailure(
+                f"kernel {kernel.name!r}: declares an LSE ({kernel.lse!r}), so it must return "
+                f"a 2-tuple (o, lse); got {_kind(out)}")
+        out, lse = out
+    elif isinstance(out, (tuple, list)):
+        raise KernelFailure(
+            f"kernel {kernel.name!r}: returned {_kind(out)}, but it declares no LSE: a kernel "
+            f"returns `o` alone unless it declares `fn.lse = kernels.interface.LSE(...)` "
+            f"(docs/contract.md section 13), and then returns (o, lse)")
     try:
-        return front.validate_output(out, inputs)
+        o = front.validate_output(out, inputs)
+        if lse is not None:
+            lse = _validate_lse(lse, inputs)
     except ValueError as exc:
         raise KernelFailure(f"kernel {kernel.name!r}: {exc}") from exc
+    if lse is not None:
+        _expect_lse(kernel, lse, inputs)
+    return o
+
+
+def _kind(out) -> str:
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)}"
+    return f"a {type(out).__name__}"
+
+
+def _validate_lse(lse, inputs: Inputs) -> torch.Tensor:
+    """A kernel's LSE, checked to be a floating tensor `[*tokens, H]` (v1 `[B, S, H]`, v2
+    `[T, H]`), as a CPU tensor of its own dtype."""
+    if inputs.CONVENTION == "v2":
+        shape, form = (inputs.T, inputs.H), "[T, H]"
+    else:
+        shape, form = (inputs.B, inputs.S, inputs.H), "[B, S, H]"
+    checks.expect(isinstance(lse, torch.Tensor), "kernel lse", "a torch.Tensor",
+                  type(lse).__name__)
+    checks.expect(tuple(lse.shape) == shape, "kernel lse", f"shape {list(shape)} ({form})",
+                  f"shape {list(lse.shape)}")
+    checks.expect(lse.is_floating_point(), "kernel lse", "a floating dtype", lse.dtype)
+    return lse.detach().to("cpu")
+
+
+def _expect_lse(kernel: KernelUnderTest, lse: torch.Tensor, inputs: Inputs) -> None:
+    """Assert the kernel's LSE matches the reference's for `inputs` under its declaration
+    (attention/lse.py); a mismatch is a property failure (`AssertionError`)."""
+    global _example_worst
+    result = compare_lse(lse, inputs.attended(), kernel.lse)
+    _example_worst = max(_example_worst, result.worst_ratio)
+    if not result.ok:
+        raise AssertionError(f"kernel {kernel.name!r}: {result.message}")
 
 
 def call_many(kernel: KernelUnderTest, parts: list[Inputs]) -> list[torch.Tensor]:

@@ -278,26 +278,31 @@ def check_pool(name: str, pool, D: int) -> str:
 
 def poison_rows(fmt: Format, n: int, gen: torch.Generator) -> torch.Tensor:
     """`n` byte rows a kernel must never read (`[n, row_bytes]` uint8), each breaking a
-    different careless read, cycled: NaN codes (0x7F, 0xFF) with NaN scales, finite codes
-    with a NaN or infinite scale, the largest codes with the largest scale, and random
-    bytes in the padding."""
-    out = torch.randint(0, 256, (n, fmt.row_bytes), generator=gen, dtype=torch.uint8)
-    kind = torch.arange(n) % 4
-    codes = fmt.codes(out)
-    codes[kind == 0] = torch.tensor(E4M3_NAN_CODES, dtype=torch.uint8).repeat(fmt.nope // 2)
-    codes[kind == 3] = 0x7E  # +448 everywhere
-    field = fmt.scale_field(out)
+    different careless read, cycled: NaN codes (0x7F, 0xFF) with NaN scales and a NaN RoPE
+    tail; random codes with a NaN scale and an infinite tail; random codes with an
+    infinite scale (NaN for UE8M0) and a -inf tail; the largest codes with the largest
+    scale and a 3e38 tail. The padding bytes are random. Four templates, gathered: a long
+    context's unread pool costs a copy, not a random draw per byte."""
+    kinds = torch.randint(0, 256, (4, fmt.row_bytes), generator=gen, dtype=torch.uint8)
+    codes = fmt.codes(kinds)
+    codes[0] = torch.tensor(E4M3_NAN_CODES, dtype=torch.uint8).repeat(fmt.nope // 2)
+    codes[3] = 0x7E  # +448 everywhere
+    field = fmt.scale_field(kinds)
     if fmt.scale == "f32":
         bad = torch.tensor([float("nan"), float("nan"), float("inf"), 3.0e38],
-                           dtype=torch.float32)[kind]
-        field[:] = as_bytes(bad[:, None].expand(n, fmt.groups))
+                           dtype=torch.float32)
+        field[:] = as_bytes(bad[:, None].expand(4, fmt.groups))
     else:
-        bad = torch.tensor([UE8M0_NAN_CODE, UE8M0_NAN_CODE, UE8M0_NAN_CODE, 254],
-                           dtype=torch.uint8)[kind]
-        field[:] = bad[:, None]
+        field[:] = torch.tensor([UE8M0_NAN_CODE, UE8M0_NAN_CODE, UE8M0_NAN_CODE, 254],
+                                dtype=torch.uint8)[:, None]
     rope = torch.tensor([float("nan"), float("inf"), float("-inf"), 3.0e38],
-                        dtype=torch.bfloat16)[kind]
-    fmt.rope_field(out)[:] = as_bytes(rope[:, None].expand(n, fmt.rope))
+                        dtype=torch.bfloat16)
+    fmt.rope_field(kinds)[:] = as_bytes(rope[:, None].expand(4, fmt.rope))
+    out = kinds[torch.arange(n) % 4]
+    start, stop = fmt.pad
+    if stop > start:
+        out[:, start:stop] = torch.randint(0, 256, (n, stop - start), generator=gen,
+                                           dtype=torch.uint8)
     return out
 
 

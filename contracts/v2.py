@@ -168,9 +168,11 @@ def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.where(live_w, inputs.window_swa_indices.to(torch.int64), 0)
     wrows = formats.read_rows(inputs.ori_kv, w // block, w % block)
     c = torch.where(live_c, inputs.idx_topk[:, :inputs.index_topk].to(torch.int64), 0)
-    table = inputs.cmp_block_table.to(torch.int64)
+    # index the table before widening it: memory follows the entries a call reads, not
+    # the table's size (an expanded [70000, 70000] table would be 39 GB as int64)
+    table = inputs.cmp_block_table
     b = inputs.batch_of_token[:, None].expand_as(c)
-    blk = table[b, (c // block).clamp(max=table.shape[1] - 1)]
+    blk = table[b, (c // block).clamp(max=table.shape[1] - 1)].to(torch.int64)
     blk = torch.where(live_c, blk, 0)
     crows = formats.read_rows(inputs.cmp_kv, blk, c % block)
     rows = formats.values(torch.cat([wrows, crows], dim=1))
@@ -189,7 +191,7 @@ def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     cmp = torch.zeros(inputs.cmp_kv.shape[0] * block, dtype=torch.bool)
     c = inputs.idx_topk[:, :inputs.index_topk].to(torch.int64)
     b = inputs.batch_of_token[:, None].expand_as(c)
-    blk = inputs.cmp_block_table.to(torch.int64)[b[live_c], c[live_c] // block]
+    blk = inputs.cmp_block_table[b[live_c], c[live_c] // block].to(torch.int64)
     cmp[blk * block + c[live_c] % block] = True
     return ori.reshape(-1, block), cmp.reshape(-1, block)
 
@@ -252,7 +254,7 @@ def validate(**kw) -> Inputs:
                             f"{cmp_bt.shape[1] * block}), got slot {int(c[t, j])} "
                             f"(position {int(pos[t, 0])}, compress_ratio {ratio})")
     b = (torch.arange(T, dtype=torch.int64) // S)[:, None].expand_as(c)
-    blk = cmp_bt.to(torch.int64)[b, cols.clamp(0, cmp_bt.shape[1] - 1)]
+    blk = cmp_bt[b, cols.clamp(0, cmp_bt.shape[1] - 1)].to(torch.int64)
     outside = live_c & ((blk < 0) | (blk >= cmp_kv.shape[0]))
     if bool(outside.any()):
         t, j = _first_bad(outside)

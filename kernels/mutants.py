@@ -606,6 +606,45 @@ class BlockId16(TiledKernel):
         return inputs.cmp_block_table.to(dev, torch.int64) & 0xFFFF
 
 
+class DistinctAddresses(TiledKernel):
+    """Each distinct physical address gathered once: the kernel compacts the index row into
+    its distinct entries with their counts (repeats of one entry still count), resolves each
+    to its physical row (pool storage, block, row) and gathers each address once, keeping
+    the count of the first entry that resolved to it, so a second entry naming the same row
+    through another table column, or through the other pool when both pools are one
+    storage, is dropped. Exposed by two live entries of one token with different values
+    that resolve to one physical row (conformance/test_aliasing.py; before it only the
+    integer-edge cases drew such entries)."""
+
+    def run(self, inputs, dev):
+        self._inputs = inputs
+        return super().run(inputs, dev)
+
+    def dedupe(self, e, live_window, live_cmp):
+        inputs = self._inputs
+        block, win = inputs.BLOCK, inputs.window_size
+        live = live_window | live_cmp
+        slot = torch.where(live_cmp, self.cmp_slot(e, win), torch.where(live_window, e, 0))
+        wblk = self.physical_block(self.window_table(inputs, e.device), slot, block)
+        cblk = self.physical_block(self.cmp_table(inputs, e.device), slot, block)
+        # a pool's identity is its storage: one tensor passed as both pools is one pool
+        same = inputs.cmp_kv.data_ptr() == inputs.ori_kv.data_ptr()
+        pool = torch.where(live_cmp, 0 if same else 1, 0)
+        blk = torch.where(live_cmp, cblk, wblk)
+        address = (pool * 2**40 + blk * block + slot % block)
+        n = e.shape[-1]
+        lane = torch.arange(n, device=e.device).expand_as(e)
+        address = torch.where(live, address, -1 - lane)       # a dead lane is its own address
+        order = torch.argsort(address, dim=-1, stable=True)
+        sorted_addr = torch.gather(address, -1, order)
+        starts = torch.ones_like(sorted_addr, dtype=torch.bool)
+        starts[..., 1:] = sorted_addr[..., 1:] != sorted_addr[..., :-1]
+        first = torch.where(starts, torch.arange(n, device=e.device), 0).cummax(dim=-1).values
+        owner = torch.empty_like(order).scatter_(-1, order, torch.gather(order, -1, first))
+        keep = torch.gather(e, -1, owner) == e                 # the address's first entry
+        return live_window & keep, live_cmp & keep
+
+
 #: name (without the `mutant-` prefix) -> kernel instance
 MUTANTS = {
     "per-batch-length": PerBatchLength(),
@@ -658,4 +697,5 @@ MUTANTS = {
     "head-grid-limit": HeadGridLimit(),
     "column-12bit": Column12Bit(),
     "block-id-16": BlockId16(),
+    "distinct-addresses": DistinctAddresses(),
 }

@@ -287,6 +287,48 @@ class HeadGridLimit(TiledKernelV2):
         return o
 
 
+class DistinctAddressesV2(TiledKernelV2):
+    """Each distinct physical address gathered once (class: aliasing; before
+    conformance/test_aliasing.py only the integer-edge cases of issue #19 drew two entries on
+    one row): a host-side compaction keeps each lane's entry (a window flat row, a
+    compressed slot id) with its repeats, resolves it to its physical row (pool storage,
+    block, row) and keeps each address for the first entry (window lanes first) that
+    resolved to it, so a second compressed slot naming the same row through another table
+    column, or a lane of the other pool when both pools are one storage, is dropped (made an
+    empty lane). Exposed by two live lanes of one token with different entries that resolve
+    to one physical row."""
+
+    def run(self, inputs, dev):
+        block, n = inputs.BLOCK, inputs.index_topk
+        w = inputs.window_swa_indices.to(torch.int64)
+        c = inputs.idx_topk[:, :n].to(torch.int64)
+        live_w = self.classify_window(w)
+        live_c = self.classify_cmp(c, self.cmp_bound(inputs.position_ids.to(torch.int64)[:, 0],
+                                                     inputs.compress_ratio))
+        slot = torch.where(live_c, c, 0)
+        blk = self.cmp_block(inputs, inputs.cmp_block_table.to(torch.int64),
+                             inputs.batch_of_token, slot)
+        # a pool's identity is its storage: one tensor passed as both pools is one pool
+        same = inputs.cmp_kv.data_ptr() == inputs.ori_kv.data_ptr()
+        address = torch.cat([w, (0 if same else 2**40) + blk * block + slot % block], dim=1)
+        entry = torch.cat([2 * w, 2 * c + 1], dim=1)          # window row or compressed slot
+        live = torch.cat([live_w, live_c], dim=1)
+        lanes = address.shape[1]
+        lane = torch.arange(lanes).expand_as(address)
+        address = torch.where(live, address, -1 - lane)       # a dead lane is its own address
+        order = torch.argsort(address, dim=-1, stable=True)
+        sorted_addr = torch.gather(address, -1, order)
+        starts = torch.ones_like(sorted_addr, dtype=torch.bool)
+        starts[:, 1:] = sorted_addr[:, 1:] != sorted_addr[:, :-1]
+        first = torch.where(starts, torch.arange(lanes), 0).cummax(dim=-1).values
+        owner = torch.empty_like(order).scatter_(-1, order, torch.gather(order, -1, first))
+        keep = torch.gather(entry, -1, owner) == entry        # the address's first entry
+        win = torch.where(keep[:, :w.shape[1]], w, -1).to(torch.int32)
+        idx = inputs.idx_topk.clone()
+        idx[:, :n] = torch.where(keep[:, w.shape[1]:], c, -1).to(idx.dtype)
+        return super().run(inputs.replace(window_swa_indices=win, idx_topk=idx), dev)
+
+
 #: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
 MUTANTS_V2 = {
     "empty-tile-merge": EmptyTileMerge(),
@@ -310,4 +352,5 @@ MUTANTS_V2 = {
     "window-row-16bit": WindowRow16Bit(),
     "token-grid-limit": TokenGridLimit(),
     "head-grid-limit": HeadGridLimit(),
+    "distinct-addresses": DistinctAddressesV2(),
 }

@@ -5,7 +5,10 @@
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
 `kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
-`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`), the seeded bugs of the pypto
+`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`), those of the quantised (FP8)
+path in `kernels.mutants_fp8.MUTANTS_FP8` (named `mutant-fp8-<bug>`), those of the LSE a
+kernel returns beside its output in `kernels.mutants_lse.MUTANTS_LSE` (named
+`mutant-lse-<bug>`), the seeded bugs of the pypto
 program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`), those of the v2
 pypto program in `kernels.pypto_v2_program.BUGS` (named `mutant-pypto-v2-<bug>`) and those
 of the Triton program in `kernels.triton_kernel.BUG_NAMES` (named `mutant-triton-<bug>`).
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 
 from kernels.interface import Kernel, KernelUnderTest
 from kernels.mutants import MUTANTS
+from kernels.mutants_fp8 import MUTANTS_FP8
+from kernels.mutants_lse import MUTANTS_LSE
 from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS as PYPTO_BUGS
 from kernels.pypto_v2_program import BUGS as PYPTO_V2_BUGS
@@ -40,11 +45,15 @@ CORRECT = {
     "reference-v2": "kernels.reference:sparse_attn_v2",
     "tiled-v2": "kernels.tiled_v2:sparse_attn",
     "triton": "kernels.triton_kernel:sparse_attn",
+    "fp8-dequant-v2": "kernels.mutants_fp8:sparse_attn",
+    "reference-lse": "kernels.reference:sparse_attn_lse",
+    "reference-v2-lse": "kernels.reference:sparse_attn_v2_lse",
 }
 
 #: The correct kernels written in torch alone: they run on any machine, in seconds (with the
 #: torch mutants, the kill-rate run's default).
-TORCH = ("reference", "tiled", "positional", "reference-v2", "tiled-v2")
+TORCH = ("reference", "tiled", "positional", "reference-v2", "tiled-v2", "fp8-dequant-v2",
+         "reference-lse", "reference-v2-lse")
 
 #: The default kernel of a run, per calling convention: the project's pypto kernel of it.
 DEFAULT_KERNELS = {"v1": "pypto", "v2": "pypto-v2"}
@@ -106,6 +115,10 @@ def _catalogue() -> dict[str, Entry]:
                 for bug in MUTANTS]
     entries += [Entry(f"mutant-v2-{bug}", True, True, functools.partial(MUTANTS_V2.__getitem__, bug))
                 for bug in MUTANTS_V2]
+    entries += [Entry(f"mutant-fp8-{bug}", True, True,
+                      functools.partial(MUTANTS_FP8.__getitem__, bug)) for bug in MUTANTS_FP8]
+    entries += [Entry(f"mutant-lse-{bug}", True, True,
+                      functools.partial(MUTANTS_LSE.__getitem__, bug)) for bug in MUTANTS_LSE]
     entries += [Entry(f"mutant-pypto-{bug}", True, False, functools.partial(_pypto_faulty, bug))
                 for bug in PYPTO_BUGS]
     entries += [Entry(f"mutant-pypto-v2-{bug}", True, False,
@@ -115,7 +128,7 @@ def _catalogue() -> dict[str, Entry]:
     return {e.name: e for e in entries}
 
 
-#: Every built-in kernel by name: the correct ones, the torch mutants (v1, then v2), the pypto
+#: Every built-in kernel by name: the correct ones, the torch mutants (v1, v2, FP8, then LSE), the pypto
 #: (v1, v2) and Triton mutants.
 CATALOGUE = _catalogue()
 

@@ -143,7 +143,7 @@ def _rows(draw, cfg: Config, adversarial: bool, path: str, n_cmp_per_batch, sequ
 def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None = None,
           config: Config | None = None, budget: int = DEFAULT_BUDGET, min_S: int = 1,
           ring: str | None = None, empty_token: bool = False,
-          fixed: dict | None = None) -> Case:
+          fixed: dict | None = None, edge: str | None = "drawn") -> Case:
     """A valid kernel call meeting `pre`, within the work `budget`.
 
     adversarial: True for adversarial rows and out-of-model lengths, False for model
@@ -153,15 +153,23 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
         None; either makes the lengths follow the model from start positions.
     empty_token: at least one token has no live entry.
     fixed: dims taken as given (e.g. the model's attention shape).
+    edge: "drawn" (an edge case in one draw in three, where allowed), None (never), or one
+        of `edges.EDGE_MODES` (that mode, where `pre` allows it: tests that must reach it).
     """
     # integers at the edge of their types and counts past launch limits (strategies/edges.py),
-    # drawn only where the whole contract is asked for
-    edge = None
-    if (config is None and fixed is None and ring is None and adversarial is not False
-            and edges.eligible(pre)):
-        edge = draw(edges.edge_modes(), label="edge")
+    # within the declared dims, in the modes the preconditions leave in (`edges.excluded`)
+    if edge is not None and edge != "drawn" and edge not in edges.EDGE_MODES:
+        raise ValueError(f"cases: edge expected 'drawn', None or one of {edges.EDGE_MODES}, "
+                         f"got {edge!r}")
+    modes = ()
+    if config is None and fixed is None and ring is None and adversarial is not False:
+        modes = edges.allowed_modes(pre, min_S)
+    if edge == "drawn":
+        edge = draw(edges.edge_modes(allowed=modes), label="edge") if modes else None
+    elif edge not in modes:
+        edge = None
     if edge is not None:
-        cfg = draw(edges.edge_configs(edge, min_S), label="edge_config")
+        cfg = draw(edges.edge_configs(edge, min_S, pre), label="edge_config")
         adversarial = True
     else:
         cfg = config if config is not None else draw(configs(
@@ -177,7 +185,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     if adversarial:
         path = "adversarial"
         if edge is not None:
-            seqused = list(draw(edges.edge_seqused(cfg, edge), label="edge_seqused"))
+            seqused = list(draw(edges.edge_seqused(cfg, edge, pre.max_seqused),
+                                label="edge_seqused"))
         elif ring is not None or draw(st.booleans(), label="model_lengths"):
             start_pos = draw(start_positions(cfg, gen, ring, pre.max_seqused))
             seqused = [model_seqused(cfg, p) for p in start_pos]
@@ -222,7 +231,7 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
         _columns(e, live & (e < cfg.WIN), block) if adversarial else None, garbage)
     # an edge case's compressed pool of more than 2^16 blocks (one row each): block ids past
     # 2^16 for its live slots
-    spare = st.integers(2**16, 2**17) if edge == "table" else st.integers(0, 2)
+    spare = edges.spare_blocks(cfg) if edge == "table" else st.integers(0, 2)
     cmp_table, n_cmp = block_table(
         gen, cv_cols, max(1, max(cv_cols)) + extra, draw(spare, label="spare_cmp_blocks"),
         _columns(e - cfg.WIN, live & (e >= cfg.WIN), block) if adversarial else None, garbage)

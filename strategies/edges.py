@@ -16,6 +16,16 @@ every other dimension tiny, so it stays cheap:
 - "tokens": B*S just past 2^16 (one batch of `S` tokens, H = 1, D <= 2).
 
 The index values `WIN + c` of live entries stay below the derived length, so within int32.
+
+A kernel that declares `Preconditions.dims` still gets every edge its declaration admits
+(`plan`): each dimension it declares takes a declared value (the smallest ones, as the
+undeclared ones stay tiny), the mode's own dimension goes to its edge, and a mode is left
+out only where the declaration (or another precondition) truly excludes it, or where its
+cost at the declared sizes passes `EDGE_COST` / `EDGE_POOL`; `excluded` names each with
+the reason (listed by `Preconditions.unexercised`). At a declared D the pools are what
+costs: the other dims shrink to one batch of few tokens, "lengths" uses pages of 2^11 to
+2^16 rows (a wider table, up to `WIDE_EDGE_COLUMNS` columns, instead of 2^16-row pages of
+D-wide rows) and "table" a pool of at most `EDGE_POOL` elements.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from hypothesis import strategies as st
 
 from contracts.v1 import Preconditions
 from contracts.v2 import INT32_MAX
-from strategies.config import SCALE_FACTORS, Config
+from strategies.config import SCALE_FACTORS, Config, cost
 
 # The edges the modes (here and in strategies/v2/edges.py) reach, and so the thresholds of
 # the coverage corners that count them (strategies/coverage.py, strategies/v2/corners.py);
@@ -54,42 +64,270 @@ NORMAL_WEIGHT = 16
 LONG_PAGES = (2**14, 2**14 + 3, 2**15 - 1, 2**15, 2**16)
 
 
-def eligible(pre: Preconditions) -> bool:
-    """Edge cases need the whole contract: any dims, any length, adversarial rows."""
-    return not pre.dims and pre.max_seqused is None and not pre.canonical_rows
+#: Most elements (rows times D) an edge case's pools may hold at declared dims (v1's
+#: undeclared edge cases stay below it: 2^17 + 2 blocks of 2 rows at D <= 4).
+EDGE_POOL = 2**26
+#: Most key elements (tokens x TOPK x D) the reference gathers for an edge case: 2^16
+#: tokens at D = 512 gather 2^28 (10 to 15 s on the 2-core machine), so "tokens" stops
+#: near D = 56 (about 3 s); undeclared D <= 2 gathers 2^20.
+EDGE_GATHER = 2**25
+#: Widest compressed table of a "lengths" case at a declared D or BLOCK (2^31 slots in pages
+#: of 2^11 rows; 4 MiB of int32 per batch).
+WIDE_EDGE_COLUMNS = 2**20 + 2**8
+#: Page sizes of the "lengths" mode where D or BLOCK is declared: smaller pages (a wider
+#: table) keep the few addressed pages of D-wide rows within `EDGE_POOL`.
+DECLARED_PAGES = (2**11, 2**11 + 3, 2**12 - 1, 2**12, 2**13) + LONG_PAGES
+#: What each mode's edge is, in the report's words.
+EDGE_WHAT = {"lengths": "v1: seqused_kv up to INT32_MAX, past 2^16 and 2^24",
+             "table": "block-table columns past 2^12 and 2^16, block ids past 2^16",
+             "heads": f"H past {LAUNCH_LIMIT}", "tokens": f"B*S past {LAUNCH_LIMIT}"}
 
 
-def edge_modes(weights: dict[str, int] = MODE_WEIGHTS,
-               normal: int = NORMAL_WEIGHT) -> st.SearchStrategy[str | None]:
+#: Why `canonical_rows` excludes every mode (v1 and v2).
+CANONICAL_ROWS = "canonical_rows (edge cases draw their own index rows, not the model's)"
+
+
+def _shown(values) -> str:
+    return str(tuple(values))
+
+
+def pick(pre: Preconditions, name: str, lo: int, hi: int,
+         declared_lo: int | None = None) -> range | tuple[int, ...] | str:
+    """What dimension `name` of an edge case may take: `range(lo, hi + 1)` if undeclared,
+    else the declared values in `[lo', hi]` (`lo'`: `declared_lo`, default `lo`), or the
+    smallest declared one past `hi`; a reason string if none is at least `lo'`."""
+    values = pre.dims.get(name)
+    if values is None:
+        return range(lo, hi + 1)
+    lo = lo if declared_lo is None else declared_lo
+    ok = sorted(v for v in values if v >= lo)
+    if not ok:
+        return f"dims {name}={_shown(values)} (none >= {lo})"
+    return tuple(v for v in ok if v <= hi) or (ok[0],)
+
+
+def smallest(choice: range | tuple[int, ...]) -> int:
+    return choice[0]
+
+
+def largest(choice: range | tuple[int, ...]) -> int:
+    return choice[-1]
+
+
+def draw_dim(draw, choice: range | tuple[int, ...], label: str) -> int:
+    """A value of `pick`'s `choice` (an undeclared range is drawn as before)."""
+    if isinstance(choice, range):
+        return draw(st.integers(choice.start, choice.stop - 1), label=label)
+    return draw(st.sampled_from(choice), label=label)
+
+
+def shrink(pre: Preconditions, p: dict, **small: int) -> None:
+    """At a declared D or BLOCK, undeclared dims in `small` shrink to `range(lo, hi + 1)`
+    capped at the given `hi` (the pools, not the count, are what costs there)."""
+    if "D" in pre.dims or "BLOCK" in pre.dims:
+        for name, hi in small.items():
+            if isinstance(p[name], range):
+                p[name] = range(p[name].start, max(p[name].start, min(hi, p[name].stop - 1)) + 1)
+
+
+def long_pages(pre: Preconditions, D_max: int, blocks: int, slots: int = INT32_MAX,
+               ) -> tuple[int, ...] | str:
+    """Pages of a mode that covers `slots` slots with `blocks` distinct pages of `D_max`-wide
+    rows: `LONG_PAGES` where neither D nor BLOCK is declared, else the declared (or
+    `DECLARED_PAGES`) sizes whose table stays within `WIDE_EDGE_COLUMNS` columns and whose
+    pool within `EDGE_POOL`."""
+    if "D" not in pre.dims and "BLOCK" not in pre.dims:
+        return LONG_PAGES
+    declared = pre.dims.get("BLOCK")
+    pages = sorted(declared) if declared is not None else DECLARED_PAGES
+    ok = tuple(P for P in pages if -(-slots // P) <= WIDE_EDGE_COLUMNS
+               and blocks * P * D_max <= EDGE_POOL)
+    if ok:
+        return ok
+    if declared is not None and not any(-(-slots // P) <= WIDE_EDGE_COLUMNS for P in declared):
+        return (f"dims BLOCK={_shown(declared)} (2^31 slots need pages of at least "
+                f"{-(-slots // WIDE_EDGE_COLUMNS)} rows within {WIDE_EDGE_COLUMNS} table columns)")
+    return (f"dims D={_shown(pre.dims.get('D', (D_max,)))}"
+            + (f", BLOCK={_shown(declared)}" if declared is not None else "")
+            + f" (cost: {blocks} pages of D-wide rows past the edge pool bound {EDGE_POOL})")
+
+
+def big_pool_pages(pre: Preconditions, D_max: int, choice: range | tuple[int, ...],
+                   ) -> range | tuple[int, ...] | str:
+    """Page sizes (from `choice`) of a mode whose pool holds more than 2^16 blocks: those
+    whose 2^16 + 2^10 blocks of `D_max`-wide rows stay within `EDGE_POOL`."""
+    if "D" not in pre.dims and "BLOCK" not in pre.dims:
+        return choice
+    ok = tuple(P for P in choice if (BIG_ID + 2**10) * P * D_max <= EDGE_POOL)
+    if ok:
+        return ok
+    what = ", ".join(f"{k}={_shown(pre.dims[k])}" for k in ("D", "BLOCK") if k in pre.dims)
+    return (f"dims {what} (cost: a pool of 2^16 blocks of {smallest(choice)} rows at "
+            f"D={D_max} is past the edge pool bound {EDGE_POOL})")
+
+
+def spare_blocks(cfg, base: int = BIG_ID) -> st.SearchStrategy[int]:
+    """How many spare blocks a pool of more than 2^16 blocks gets: 2^16 to 2^17 where blocks
+    are tiny (BLOCK * D <= 8, as undeclared), else 2^16 to 2^16 + 2^10 (the pool, just past
+    2^16 blocks, is what costs: about 2^16 rows at D = 512 take 4 to 14 s to encode in an
+    FP8 format, `strategies.formats.in_format`)."""
+    return st.integers(base, 2 * base if cfg.BLOCK * cfg.D <= 8 else base + 2**10)
+
+
+def count_cost_reason(pre: Preconditions, p: dict, B: int, S: int, H: int,
+                      win: int = 8) -> str | None:
+    """Why a "heads" or "tokens" case of `B`, `S`, `H` at the smallest declared (else the
+    mode's own tiny: D <= 2, WIN <= `win`, IDX_TOPK <= 5) dims is past `EDGE_COST`, or None."""
+    d = {"B": B, "S": S, "H": H, "BLOCK": 1,
+         "D": smallest(p["D"]) if "D" in pre.dims else 2,
+         "WIN": smallest(p["WIN"]) if "WIN" in pre.dims else win,
+         "IDX_TOPK": smallest(p["IDX_TOPK"]) if "IDX_TOPK" in pre.dims else 5}
+    if cost(d) <= EDGE_COST and B * S * (d["WIN"] + d["IDX_TOPK"]) * d["D"] <= EDGE_GATHER:
+        return None
+    what = ", ".join(f"{k}={_shown(pre.dims[k])}" for k in ("H", "D", "WIN", "IDX_TOPK")
+                     if k in pre.dims)
+    return (f"dims {what} (cost: {B * S} tokens x H={H} x TOPK={d['WIN'] + d['IDX_TOPK']} "
+            f"x D={d['D']}: past the edge bounds, 2^31 work or 2^25 gathered key elements)")
+
+
+def token_split(pre: Preconditions, p: dict, need: int) -> tuple[tuple[int, int], ...] | str:
+    """`(B, S)` pairs with `B*S >= need` from the declared B and S (one batch of `need`
+    tokens where neither is declared: None)."""
+    Bs, Ss = pre.dims.get("B"), pre.dims.get("S")
+    if Ss is None:
+        return ((smallest(p["B"]) if Bs is not None else 1, 0),)  # S derived
+    if Bs is None:
+        big = [s for s in sorted(Ss) if s >= need]
+        if big:
+            return ((1, big[0]),)
+        return (f"dims S={_shown(Ss)} (one or two batches of {need} tokens: the edge case "
+                f"does not draw {-(-need // max(Ss))} batches)")
+    pairs = sorted(((b, s) for b in Bs for s in Ss if b * s >= need), key=lambda bs: bs[0] * bs[1])
+    if pairs:
+        return tuple(pairs[:1])
+    return f"dims B={_shown(Bs)}, S={_shown(Ss)} (B*S at most {max(Bs) * max(Ss)})"
+
+
+def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
+    """What each dimension of an edge case of `mode` may take under `pre` (see `pick`), or
+    why the preconditions exclude the mode."""
+    if mode not in EDGE_MODES:
+        raise ValueError(f"plan: mode expected one of {EDGE_MODES}, got {mode!r}")
+    if pre.canonical_rows:
+        return CANONICAL_ROWS
+    p = {"B": pick(pre, "B", 1, 2), "S": pick(pre, "S", min_S, max(min_S, 4)),
+         "H": pick(pre, "H", 1, 2), "D": pick(pre, "D", 1, 4),
+         "WIN": pick(pre, "WIN", max(1, min_S), 8, declared_lo=1),
+         "IDX_TOPK": pick(pre, "IDX_TOPK", 1, 8)}
+    for v in p.values():
+        if isinstance(v, str):
+            return v
+    if mode in ("heads", "tokens") and pre.max_seqused is not None and pre.max_seqused < 1:
+        return f"max_seqused={pre.max_seqused} (the tokens must see a slot)"
+    if mode == "heads":
+        H = pre.dims.get("H")
+        if H is not None:
+            big = tuple(h for h in sorted(H) if h > LAUNCH_LIMIT)
+            if not big:
+                return f"dims H={_shown(H)}"
+            p["H"] = big[:1]
+        p["BLOCK"] = pick(pre, "BLOCK", 1, 4)
+        for k in ("B", "S", "D", "WIN", "IDX_TOPK"):
+            if k in pre.dims:
+                p[k] = p[k][:1]
+        why = count_cost_reason(pre, p, smallest(p["B"]) if "B" in pre.dims else 1,
+                                smallest(p["S"]) if "S" in pre.dims else min_S,
+                                largest(p["H"]) if "H" in pre.dims else LAUNCH_LIMIT + 2**10)
+        if why:
+            return why
+    elif mode == "tokens":
+        split = token_split(pre, p, LAUNCH_LIMIT + 2**10)
+        if isinstance(split, str):
+            return split
+        p["split"] = split
+        p["BLOCK"] = pick(pre, "BLOCK", 1, 4)
+        for k in ("H", "D", "WIN", "IDX_TOPK"):
+            if k in pre.dims:
+                p[k] = p[k][:1]
+        b, s = split[0]
+        why = count_cost_reason(pre, p, b, s or -(-(LAUNCH_LIMIT + 2**10) // b), smallest(p["H"]),
+                                win=4)
+        if why:
+            return why
+    elif mode == "lengths":
+        if pre.max_seqused is not None and pre.max_seqused < INT32_MAX:
+            return f"max_seqused={pre.max_seqused} (lengths up to 2^31 - 1)"
+        shrink(pre, p, B=1, S=max(min_S, 2), IDX_TOPK=4)
+        blocks = largest(p["B"]) * (largest(p["S"]) * largest(p["IDX_TOPK"]) + 2) + 3
+        pages = long_pages(pre, largest(p["D"]), blocks)
+        if isinstance(pages, str):
+            return pages
+        p["BLOCK"] = pages
+    else:  # table
+        if pre.max_seqused is not None and pre.max_seqused < INT32_MAX:
+            return f"max_seqused={pre.max_seqused} (lengths past 2^16 table columns)"
+        pages = big_pool_pages(pre, largest(p["D"]), pick(pre, "BLOCK", 1, 2))
+        if isinstance(pages, str):
+            return pages
+        p["BLOCK"] = pages
+    return p
+
+
+def excluded(pre: Preconditions, min_S: int = 1) -> dict[str, str]:
+    """The edge modes `pre` leaves out, each with the declaration that excludes it."""
+    out = {}
+    for mode in EDGE_MODES:
+        p = plan(pre, mode, min_S)
+        if isinstance(p, str):
+            out[mode] = p
+    return out
+
+
+def allowed_modes(pre: Preconditions, min_S: int = 1) -> tuple[str, ...]:
+    gone = excluded(pre, min_S)
+    return tuple(m for m in EDGE_MODES if m not in gone)
+
+
+def eligible(pre: Preconditions, min_S: int = 1) -> bool:
+    """Whether any edge mode meets `pre` (`excluded` names those that do not)."""
+    return bool(allowed_modes(pre, min_S))
+
+
+def edge_modes(weights: dict[str, int] = MODE_WEIGHTS, normal: int = NORMAL_WEIGHT,
+               allowed: tuple[str, ...] | None = None) -> st.SearchStrategy[str | None]:
     """None (an ordinary case) `normal` times in `normal + sum(weights)`, else a mode, each
-    as often as its weight (default: v1's `EDGE_MODES`); shrinks to None."""
-    modes = [m for m, w in weights.items() for _ in range(w)]
+    as often as its weight (default: v1's `EDGE_MODES`; only the `allowed` ones, if given);
+    shrinks to None."""
+    modes = [m for m, w in weights.items() if allowed is None or m in allowed for _ in range(w)]
     return st.sampled_from((None,) * normal + tuple(modes))
 
 
 @st.composite
-def edge_configs(draw, mode: str, min_S: int = 1) -> Config:
-    """A tiny `Config` for an edge `mode`, with the one dimension the mode needs at its edge."""
-    if mode not in EDGE_MODES:
-        raise ValueError(f"edge_configs: mode expected one of {EDGE_MODES}, got {mode!r}")
-    S_hi = max(min_S, 4)
-    d = {"B": draw(st.integers(1, 2), label="edge_B"), "S": draw(st.integers(min_S, S_hi), label="edge_S"),
-         "H": draw(st.integers(1, 2), label="edge_H"), "D": draw(st.integers(1, 4), label="edge_D"),
-         "WIN": draw(st.integers(max(1, min_S), 8), label="edge_WIN"),
-         "IDX_TOPK": draw(st.integers(1, 8), label="edge_IDX_TOPK")}
-    if mode == "lengths":
-        d["BLOCK"] = draw(st.sampled_from(LONG_PAGES), label="edge_BLOCK")
-    elif mode == "table":
-        d["BLOCK"] = draw(st.integers(1, 2), label="edge_BLOCK")
-    else:
-        d["BLOCK"] = draw(st.integers(1, 4), label="edge_BLOCK")
-        d["D"] = min(d["D"], 2)
+def edge_configs(draw, mode: str, min_S: int = 1, pre: Preconditions = Preconditions()) -> Config:
+    """A tiny `Config` for an edge `mode`, with the one dimension the mode needs at its edge
+    and every dimension `pre` declares at a declared value (`plan`)."""
+    p = plan(pre, mode, min_S)
+    if isinstance(p, str):
+        raise ValueError(f"edge_configs: mode {mode!r} is excluded by the preconditions: {p}")
+    d = {k: draw_dim(draw, p[k], f"edge_{k}") for k in ("B", "S", "H", "D", "WIN", "IDX_TOPK")}
+    mine = {k: k not in pre.dims for k in d}       # undeclared: the mode may set it
+    d["BLOCK"] = draw_dim(draw, p["BLOCK"], "edge_BLOCK")
+    if mode in ("heads", "tokens"):
+        if mine["D"]:
+            d["D"] = min(d["D"], 2)
         past = draw(st.sampled_from((1, 17, 2**10)), label="past_launch_limit")
+        if mine["IDX_TOPK"]:
+            d["IDX_TOPK"] = min(d["IDX_TOPK"], 4)
         if mode == "heads":
-            d.update(B=1, S=min_S, H=LAUNCH_LIMIT + past, IDX_TOPK=min(d["IDX_TOPK"], 4))
+            d.update(B=1 if mine["B"] else d["B"], S=min_S if mine["S"] else d["S"],
+                     H=LAUNCH_LIMIT + past if mine["H"] else d["H"])
         else:
-            d.update(B=1, S=LAUNCH_LIMIT + past, H=1, WIN=min(d["WIN"], 4),
-                     IDX_TOPK=min(d["IDX_TOPK"], 4))
+            B, S = p["split"][0]
+            if not S:   # S undeclared: B batches of S tokens, B*S past the limit
+                S = max(min_S, -(-(LAUNCH_LIMIT + past) // B))
+            d.update(B=B, S=S, H=1 if mine["H"] else d["H"])
+            if mine["WIN"]:
+                d["WIN"] = min(d["WIN"], 4)
     ratio = draw(st.sampled_from((4, 128)), label="ratio")
     factor = draw(st.sampled_from(SCALE_FACTORS[:5]), label="scale_factor")
     return Config(ratio=ratio, softmax_scale=factor * d["D"] ** -0.5, **d)
@@ -101,15 +339,18 @@ LENGTH_EDGES = ("int32_top", "fp32_exact", "int32_top", "u16", "huge")
 
 
 @st.composite
-def edge_seqused(draw, cfg: Config, mode: str) -> tuple[int, ...]:
+def edge_seqused(draw, cfg: Config, mode: str,
+                 max_seqused: int | None = None) -> tuple[int, ...]:
     """Per-batch `seqused_kv` for an edge case of `mode` (Hypothesis draws every batch: an
-    edge case has at most 2)."""
+    edge case has at most 2, or a few declared ones); "heads" and "tokens" lengths stay
+    within `max_seqused` (the modes that need long lengths are excluded by it)."""
     out = []
     for b in range(cfg.B):
         if mode in ("heads", "tokens"):
             # the last tokens (those past the launch limit) see at least one slot
-            out.append(draw(st.integers(1, cfg.WIN + cfg.IDX_TOPK + cfg.S + 2),
-                            label=f"seqused_kv[{b}]"))
+            hi = cfg.WIN + cfg.IDX_TOPK + cfg.S + 2
+            hi = hi if max_seqused is None else max(1, min(hi, max_seqused))
+            out.append(draw(st.integers(1, hi), label=f"seqused_kv[{b}]"))
             continue
         if mode == "lengths":
             out.append(draw(_long_length(cfg, b)))

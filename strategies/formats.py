@@ -123,24 +123,42 @@ def encode_pool(fmt: Format, pool: torch.Tensor, keep: torch.Tensor, regime: str
                 gen: torch.Generator) -> torch.Tensor:
     """A byte pool in format `fmt` (its own block layout) from bf16 `pool` `[N, BLOCK, D]`:
     rows in `keep` (`[N, BLOCK]` bool, the rows some live lane reads) encoded by `regime`,
-    every other row poisoned."""
-    recs = quantise(fmt, pool, power_of_two)
-    if regime != "quantised":
+    every other row poisoned. Only the kept rows are quantised: a long context's pool is
+    mostly unread."""
+    n, block = pool.shape[:2]
+    flat_keep = keep.reshape(-1)
+    kept = torch.nonzero(flat_keep).flatten()
+    recs = torch.empty((n * block, fmt.row_bytes), dtype=torch.uint8)
+    rows = quantise(fmt, pool.reshape(n * block, -1)[kept], power_of_two)
+    if regime != "quantised" and kept.numel():
         share = 1.0 if regime == "raw" else raw_share
-        which = torch.rand((*pool.shape[:2], fmt.groups), generator=gen) < share
-        recs = raw_groups(fmt, recs, which, cap, gen)
-    flat = recs.view(-1, fmt.row_bytes)
-    idx = torch.nonzero(~keep.reshape(-1)).flatten()
-    flat[idx] = formats.poison_rows(fmt, idx.numel(), gen)
-    return formats.to_pool(fmt.name, recs)
+        which = torch.rand((kept.numel(), fmt.groups), generator=gen) < share
+        rows = raw_groups(fmt, rows, which, cap, gen)
+    recs[kept] = rows
+    unread = torch.nonzero(~flat_keep).flatten()
+    recs[unread] = formats.poison_rows(fmt, unread.numel(), gen)
+    return formats.to_pool(fmt.name, recs.reshape(n, block, fmt.row_bytes))
+
+
+def as_format(inputs, name: str):
+    """`inputs` (either convention) with both bf16 pools stored in format `name`, every row
+    quantised as a cache writer does with power-of-two scales (`quantise`): exact for
+    values that an e4m3 code times a power of two holds, as hand-built calls' are."""
+    fmt = formats.get(name)
+    if fmt is None:
+        return inputs
+    pools = {p: formats.to_pool(name, quantise(fmt, getattr(inputs, p), power_of_two=True))
+             for p in ("ori_kv", "cmp_kv")}
+    return inputs.replace(**pools)
 
 
 def magnitude_cap(*pools: torch.Tensor) -> float:
-    """The largest finite |value| of the drawn bf16 pools (at least 2^-8): raw values stay
-    at or under it, inside the magnitudes the case's value regime chose."""
+    """The largest finite |value| of the drawn bf16 pools: raw values stay at or under it,
+    inside the magnitudes the case's value regime chose (an extreme regime's tiny rows
+    pair with huge queries, so no floor: a zero pool gets zero raw values)."""
     m = max((float(p.float().nan_to_num(0, 0, 0).abs().max()) if p.numel() else 0.0)
             for p in pools)
-    return max(m, 2.0**-8) if math.isfinite(m) else 2.0**-8
+    return m if math.isfinite(m) else 0.0
 
 
 @st.composite
@@ -167,5 +185,5 @@ def in_format(draw, case, name: str):
     return dataclasses.replace(case, inputs=new, kv_format=name, fp8_regime=regime)
 
 
-__all__ = ["REGIMES", "SPECIAL_CODES", "encode_pool", "in_format", "magnitude_cap", "quantise",
+__all__ = ["REGIMES", "SPECIAL_CODES", "as_format", "encode_pool", "in_format", "magnitude_cap", "quantise",
            "raw_groups"]

@@ -10,6 +10,8 @@ from contracts.v1 import ContractError, Preconditions
 from kernels import registry
 from kernels.interface import KernelUnderTest
 from kernels.mutants import MUTANTS
+from kernels.mutants_fp8 import MUTANTS_FP8
+from kernels.mutants_lse import MUTANTS_LSE
 from kernels.mutants_v2 import MUTANTS_V2
 from kernels.pypto_program import BUGS
 from kernels.pypto_v2_program import BUGS as V2_BUGS
@@ -23,6 +25,7 @@ def test_catalogue_names_every_kernel_once_in_one_style():
     assert registry.builtin_names(faulty=False) == list(registry.CORRECT)
     assert registry.builtin_names(faulty=True) == (
         [f"mutant-{bug}" for bug in MUTANTS] + [f"mutant-v2-{bug}" for bug in MUTANTS_V2]
+        + [f"mutant-fp8-{bug}" for bug in MUTANTS_FP8] + [f"mutant-lse-{bug}" for bug in MUTANTS_LSE]
         + [f"mutant-pypto-{bug}" for bug in BUGS] + [f"mutant-pypto-v2-{bug}" for bug in V2_BUGS]
         + [f"mutant-triton-{bug}" for bug in TRITON_BUGS])
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names), names
@@ -31,7 +34,8 @@ def test_catalogue_names_every_kernel_once_in_one_style():
 def test_killrate_default_is_the_torch_kernels_of_the_catalogue():
     assert DEFAULT_KERNELS.split(",") == (
         list(registry.TORCH) + [f"mutant-{bug}" for bug in MUTANTS]
-        + [f"mutant-v2-{bug}" for bug in MUTANTS_V2])
+        + [f"mutant-v2-{bug}" for bug in MUTANTS_V2] + [f"mutant-fp8-{bug}" for bug in MUTANTS_FP8]
+        + [f"mutant-lse-{bug}" for bug in MUTANTS_LSE])
     assert "pypto" not in DEFAULT_KERNELS.split(",")
 
 

@@ -86,3 +86,36 @@ def test_the_cut_is_exact_in_integers_at_the_edge_of_int32():
     assert cmp_bound(pos, 1).tolist() == [2**31, 2**31 - 1, 1, 3]
     assert cmp_bound(pos, 4).tolist() == [2**29, (2**31 - 1) // 4, 0, 0]
     assert (cmp_bound(pos, None) > INT32_MAX).all()  # no cut: every id >= 0 passes
+
+
+def test_validating_and_gathering_follow_the_entries_read_not_the_table_size():
+    """An expanded [70000, 70000] cmp_block_table (stride 0: 4 bytes of storage) is 39 GB
+    as int64; the validator and the front end index it before widening, so a call that
+    reads one entry per token needs no more memory than that (a 2 GiB address-space limit
+    in a child process makes a full copy fail)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, torch
+        from contracts.v2 import validate
+        T = 70000
+        kw = dict(q=torch.zeros(T, 1, 1, dtype=torch.bfloat16),
+                  ori_kv=torch.zeros(1, 1, 1, dtype=torch.bfloat16),
+                  window_swa_indices=torch.full((T, 1), -1, dtype=torch.int32),
+                  cmp_kv=torch.zeros(1, 1, 1, dtype=torch.bfloat16),
+                  cmp_block_table=torch.zeros(1, 1, dtype=torch.int32).expand(T, T),
+                  idx_topk=torch.zeros(T, 1, dtype=torch.int32),
+                  position_ids=torch.full((T, 1), 5, dtype=torch.int32),
+                  attn_sink=torch.zeros(1), softmax_scale=1.0, seq_per_batch=1,
+                  index_topk=1, compress_ratio=4)
+        resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31))
+        att = validate(**kw).attended()
+        assert bool(att.live[:, 1].all())
+        print("ok")
+    """)
+    # the limit is set after torch's import (its libraries map more than 2 GiB of space)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]

@@ -295,6 +295,7 @@ def test_integer_edge_mutant_is_wrong_past_its_edge(name, t):
 
 
 MUTANT_CASES = {
+    "distinct-addresses": lambda: make([[0, -1]], [[1, 5]], table=[[0, 0]]),
     "empty-tile-merge": one_live_window_lane_in_two_blocks,
     "window-by-count": live_lane_after_a_negative,
     "single-window-page": window_across_two_pages,
@@ -345,9 +346,10 @@ def test_v2_kernels_are_registered():
 
 def test_catalogue_order_puts_v2_mutants_between_v1_and_pypto():
     faulty = registry.builtin_names(faulty=True)
-    kinds = ["pypto" if n.startswith("mutant-pypto-") else "v2" if n.startswith("mutant-v2-")
-             else "triton" if n.startswith("mutant-triton-") else "v1" for n in faulty]
-    assert kinds == sorted(kinds, key=["v1", "v2", "pypto", "triton"].index)
+    prefixes = {"mutant-pypto-": "pypto", "mutant-v2-": "v2", "mutant-fp8-": "fp8",
+                "mutant-lse-": "lse", "mutant-triton-": "triton"}
+    kinds = [next((k for p, k in prefixes.items() if n.startswith(p)), "v1") for n in faulty]
+    assert kinds == sorted(kinds, key=["v1", "v2", "fp8", "lse", "pypto", "triton"].index)
     assert [n for n in faulty if n.startswith("mutant-v2-")] == [
         f"mutant-v2-{n}" for n in MUTANTS_V2]
 

@@ -4,7 +4,13 @@ in-process, against the faulty kernel named beside it, and must fail by its own 
 
 import pytest
 
-from conformance import test_determinism, test_reference_match, test_sink_and_empty
+from conformance import (
+    test_aliasing,
+    test_dequantisation,
+    test_determinism,
+    test_reference_match,
+    test_sink_and_empty,
+)
 from conformance.v1 import (
     test_causal_length,
     test_independence,
@@ -48,6 +54,14 @@ CATCHES = [
      "mutant-v2-identity-block-table"),
     (test_reference_match.test_matches_reference, "mutant-v2-overlay-offset"),
     (test_reference_match.test_matches_reference_on_model_rows, "mutant-v2-cmp-tail-cap"),
+    # aliasing (both conventions) and the FP8 formats' dequantisation (v2 kernels)
+    (test_aliasing.test_two_table_columns_naming_one_block_count_twice,
+     "mutant-distinct-addresses"),
+    (test_aliasing.test_one_storage_for_both_pools_counts_twice, "mutant-v2-distinct-addresses"),
+    (test_dequantisation.test_zero_query_gives_the_mean_of_the_dequantised_rows,
+     "mutant-fp8-neighbour-scale"),
+    (test_dequantisation.test_one_live_lane_returns_its_dequantised_value,
+     "mutant-fp8-scale-on-rope"),
 ]
 
 
@@ -62,7 +76,7 @@ def in_its_profile(prop, shrink: bool = True):
 def all_properties():
     import inspect
 
-    modules = [test_causal_cut, test_independence_v2, test_invariance_v2,
+    modules = [test_aliasing, test_dequantisation, test_causal_cut, test_independence_v2, test_invariance_v2,
                test_causal_length, test_determinism, test_independence, test_invariance,
                test_model_shape, test_per_token_derivation, test_reference_match, test_regression_fixture,
                test_sink_and_empty, test_position_causality]
@@ -88,7 +102,7 @@ def test_property_catches_its_mutant(prop, mutant):
 
 
 @pytest.mark.parametrize("prop, convention", sorted(
-    {(p, "v2" if m.startswith("mutant-v2-") else "v1") for p, m in CATCHES},
+    {(p, kernel_under_test(m).convention) for p, m in CATCHES},
     key=lambda pc: (pc[0].__module__, pc[0].__name__, pc[1])),
     ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_property_passes_on_the_reference(prop, convention):

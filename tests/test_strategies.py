@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 from contracts.v1 import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, gather_rows, live_mask, validate
+from strategies import edges
 from strategies.cases import cases
 from strategies.config import DEFAULT_BUDGET, Config, configs, cost
 from strategies.coverage import SEED_CONFIG, V1_CORNERS, corners
@@ -254,3 +255,79 @@ def test_dominant_keys_dominate(case):
 @given(cfg=configs(Preconditions(dims={"B": (3,)})), data=st.data())
 def test_configs_respect_dims(cfg, data):
     assert cfg.B == 3 and cfg.TOPK == cfg.WIN + cfg.IDX_TOPK
+
+
+#: A production kernel's declaration (FlashMLA's shape: D = 512, H = 64).
+DECLARED = Preconditions(dims={"D": (512,), "H": (64,)})
+
+
+def _edge_property(case):
+    """The integer a v1 edge case is about, at its edge."""
+    c, i = case.config, case.inputs
+    if case.edge == "heads":
+        assert c.H > LAUNCH_LIMIT
+    if case.edge == "tokens":
+        assert c.B * c.S > LAUNCH_LIMIT
+    if case.edge == "lengths":
+        assert int(i.seqused_kv.max()) > 2**16
+        assert i.cmp_block_table.shape[1] <= edges.WIDE_EDGE_COLUMNS
+    if case.edge == "table":
+        assert i.cmp_block_table.shape[1] > 2**12 and i.cmp_kv.shape[0] > 2**16
+        _, _, cmp_valid = derived_lengths(i.seqused_kv, c.S, c.WIN)
+        assert int(cmp_valid.max()) > (2**12 - 1) * c.BLOCK        # a live column past 2^12 - 1
+
+
+def test_no_edge_mode_is_excluded_without_preconditions():
+    assert edges.excluded(Preconditions()) == {}
+    assert not [line for line in Preconditions().unexercised() if "integer edge" in line]
+
+
+@pytest.mark.parametrize("mode", edges.EDGE_MODES)
+def test_edge_modes_reach_their_edges_within_declared_dims(mode):
+    """A kernel declaring dims still gets every edge its declaration admits, drawn at the
+    declared D and H; the modes it excludes are named, with the declaration, by
+    `unexercised()`."""
+    gone = edges.excluded(DECLARED)
+    assert set(gone) == {"heads", "tokens"}
+    if mode in gone:
+        assert f"integer edge {mode!r} ({edges.EDGE_WHAT[mode]}): excluded by {gone[mode]}" in \
+            DECLARED.unexercised("v1")
+        assert "H=(64,)" in gone[mode]
+        return
+
+    @settings(max_examples=3, database=None, deadline=None)
+    @given(case=cases(DECLARED, edge=mode))
+    def check(case):
+        validate(**case.inputs.kwargs())
+        assert case.edge == mode and case.config.D == 512 and case.config.H == 64
+        _edge_property(case)
+    check()
+
+
+@pytest.mark.parametrize("kv_format", ["fp8_ds_mla", "fp8_ds_v4"])
+def test_fp8_formats_get_edge_cases(kv_format):
+    """`format_preconditions` fixes D to the format's (512 or 576): the edge modes still
+    draw there (the pools become the format's bytes later, in `draw_case`)."""
+    from conformance.draw import format_preconditions
+
+    pre = format_preconditions(Preconditions(), kv_format)
+    allowed = edges.allowed_modes(pre)
+    assert set(allowed) == {"lengths", "table", "heads"}
+    assert "tokens" in edges.excluded(pre)
+    D = pre.dims["D"][0]
+
+    @settings(max_examples=len(allowed), database=None, deadline=None)
+    @given(case=st.sampled_from(allowed).flatmap(lambda m: cases(pre, edge=m)))
+    def check(case):
+        assert case.edge in allowed and case.config.D == D
+        _edge_property(case)
+    check()
+
+
+def test_declared_dims_that_exclude_the_edges_are_named():
+    pre = Preconditions(dims={"B": (1, 2), "S": (1, 2), "BLOCK": (64,)}, max_seqused=None)
+    gone = edges.excluded(pre)
+    assert set(gone) == {"lengths", "tokens"}
+    assert "BLOCK=(64,)" in gone["lengths"] and "B*S at most 4" in gone["tokens"]
+    assert set(edges.excluded(Preconditions(dims={"H": (70000,)}))) == {"tokens"}   # cost
+    assert set(edges.excluded(Preconditions(max_seqused=1024))) == {"lengths", "table"}

@@ -14,6 +14,7 @@ from contracts.v2 import INT32_MAX, Preconditions, cmp_bound, live_lanes, valida
 from strategies.config import DEFAULT_BUDGET, cost
 from strategies.coverage import CORNERS, V1_CORNERS
 from strategies.coverage import corners as any_corners
+from strategies.v2 import edges as v2_edges
 from strategies.v2 import positions
 from strategies.v2.cases import Case, cases
 from strategies.v2.config import configs
@@ -316,4 +317,93 @@ def test_cut_bound_matches_contract_in_model_rows():
         bound = cmp_bound(i.position_ids, i.compress_ratio)
         ids = i.idx_topk[:, :i.IDX_TOPK].long()
         assert bool(((ids < 0) | (ids < bound[:, None])).all())
+    check()
+
+
+#: A production kernel's declaration (D = 512, H = 64, WIN = 128).
+DECLARED = Preconditions(dims={"D": (512,), "H": (64,), "WIN": (128,)})
+
+
+def _edge_property(case):
+    """The integer a v2 edge case is about, at its edge."""
+    c, i = case.config, case.inputs
+    live_w, live_c = live_lanes(i)
+    if case.edge == "positions":
+        pos = i.position_ids.to(torch.int64)
+        assert int(pos.max()) >= 2**16 - c.S - 2
+        assert i.cmp_block_table.shape[1] <= v2_edges.v1_edges.WIDE_EDGE_COLUMNS
+    if case.edge == "table":
+        ids = i.idx_topk[:, :c.IDX_TOPK].to(torch.int64)
+        table = i.cmp_block_table.to(torch.int64)
+        b = i.batch_of_token[:, None].expand_as(ids)
+        blk = table[b[live_c], ids[live_c] // c.BLOCK]
+        assert table.shape[1] > 2**12 and i.cmp_kv.shape[0] > 2**16
+        assert blk.numel() and bool((blk >= 2**16).all())
+    if case.edge == "window":
+        assert bool((i.window_swa_indices.to(torch.int64)[live_w] >= 2**16).all())
+    if case.edge == "heads":
+        assert c.H > LAUNCH_LIMIT
+    if case.edge == "tokens":
+        assert c.T > LAUNCH_LIMIT
+
+
+def test_no_edge_mode_is_excluded_without_preconditions():
+    assert v2_edges.excluded(Preconditions()) == {}
+    # the modes' windows are the producer's: canonical windows exclude none
+    assert v2_edges.excluded(Preconditions(canonical_windows=True)) == {}
+
+
+@pytest.mark.parametrize("mode", EDGE_MODES)
+def test_edge_modes_reach_their_edges_within_declared_dims(mode):
+    """A kernel declaring dims still gets every edge its declaration admits, drawn at the
+    declared D, H and WIN; the modes it excludes are named, with the declaration, by
+    `unexercised()`."""
+    gone = v2_edges.excluded(DECLARED)
+    assert set(gone) == {"heads", "tokens"}
+    if mode in gone:
+        assert (f"integer edge {mode!r} ({v2_edges.EDGE_WHAT[mode]}): excluded by {gone[mode]}"
+                in DECLARED.unexercised("v2"))
+        assert "H=(64,)" in gone[mode]
+        return
+
+    @settings(max_examples=3, database=None, deadline=None)
+    @given(case=cases(DECLARED, edge=mode))
+    def check(case):
+        validate(**case.inputs.kwargs())
+        c = case.config
+        assert case.edge == mode and (c.D, c.H, c.WIN) == (512, 64, 128)
+        _edge_property(case)
+    check()
+
+
+def test_fp8_v4_gets_edge_cases():
+    """`format_preconditions` fixes D to fp8_ds_v4's 512: the edge modes still draw there
+    (the pools become the format's bytes later, in `draw_case`); 2^16 tokens at D = 512
+    are past the edge bounds, and named."""
+    from conformance.draw import format_preconditions
+
+    pre = format_preconditions(Preconditions(), "fp8_ds_v4")
+    allowed = v2_edges.allowed_modes(pre)
+    assert set(allowed) == {"positions", "table", "window", "heads"}
+    assert any("integer edge 'tokens'" in line and "D=(512,)" in line
+               for line in pre.unexercised("v2"))
+
+    @settings(max_examples=len(allowed), database=None, deadline=None)
+    @given(case=st.sampled_from(allowed).flatmap(lambda m: cases(pre, edge=m)))
+    def check(case):
+        validate(**case.inputs.kwargs())
+        assert case.edge in allowed and case.config.D == 512
+        _edge_property(case)
+    check()
+
+
+def test_declared_idx_topk_below_five_keeps_the_edges():
+    pre = Preconditions(dims={"IDX_TOPK": (2,), "BLOCK": (2**14,)})
+
+    @settings(max_examples=4, database=None, deadline=None)
+    @given(case=st.sampled_from(("positions", "window")).flatmap(lambda m: cases(pre, edge=m)))
+    def check(case):
+        validate(**case.inputs.kwargs())
+        assert case.config.IDX_TOPK == 2 and case.config.BLOCK == 2**14
+        _edge_property(case)
     check()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from conformance.v1.poison import mark_rows
-from contracts.v1 import Inputs
+from contracts.v1 import Inputs, mark_rows
 
 
 def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):

@@ -151,14 +151,16 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
     if edge is not None and edge != "drawn" and edge not in edges.EDGE_MODES:
         raise ValueError(f"cases: edge expected 'drawn', None or one of {edges.EDGE_MODES}, "
                          f"got {edge!r}")
-    allowed = (config is None and fixed is None and not empty_token and adversarial is not False
-               and edges.eligible(pre))
-    if not allowed:
+    # within the declared dims, in the modes the preconditions leave in (`edges.excluded`)
+    modes = ()
+    if config is None and fixed is None and not empty_token and adversarial is not False:
+        modes = edges.allowed_modes(pre, min_S)
+    if edge == "drawn":
+        edge = draw(edges.edge_modes(modes), label="edge") if modes else None
+    elif edge not in modes:
         edge = None
-    elif edge == "drawn":
-        edge = draw(edges.edge_modes(), label="edge")
     if edge is not None:
-        cfg = draw(edges.edge_configs(edge, min_S), label="edge_config")
+        cfg = draw(edges.edge_configs(edge, min_S, pre), label="edge_config")
         seed = draw(st.integers(0, 2**32 - 1), label="seed")
         gen = torch.Generator().manual_seed(seed)
         start_pos, position_ids, ori_table, n_ori, windows, idx, cmp_table, n_cmp = draw(

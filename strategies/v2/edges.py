@@ -20,6 +20,13 @@ blocks, a far position needs a few distinct pages):
   second per example on the 2-core machine, beyond what dev's time allows;
 - "heads": H just past the 65535 launch limit, one or two tokens, D <= 2;
 - "tokens": T = B*S just past 65535 (one batch), H = 1, D <= 2.
+
+Declared dims are v1's story (strategies/edges.py, `plan`): each declared dimension takes a
+declared value, a mode is left out only where a precondition excludes it or its cost at the
+declared sizes is past the edge bounds (`excluded` names each). The modes' windows are the
+producer's, so `canonical_windows` excludes none; `canonical_rows` excludes all (the rows
+hold ids around the cut, not the model's). A declared IDX_TOPK below 5 keeps the first ids
+of the row (the anchor first in the "table" mode).
 """
 
 from __future__ import annotations
@@ -54,48 +61,156 @@ POSITION_EDGES = ("int32_top", "pos_2_24", "cut_2_24", "int32_top", "pos_2_16", 
 DOMINATE_MAX_TOKENS = 4096
 
 
-def eligible(pre: Preconditions) -> bool:
-    """Edge cases need the whole v2 contract: any dims, any position and table width,
-    adversarial windows and rows (v1's rule, with v2's own restrictions)."""
-    return (v1_edges.eligible(pre) and pre.max_position is None and pre.max_cmp_columns is None
-            and not pre.canonical_windows)
+#: What each mode's edge is, in the report's words.
+EDGE_WHAT = {"positions": "v2: positions up to INT32_MAX, past 2^16 and 2^24, and their cuts",
+             "table": v1_edges.EDGE_WHAT["table"],
+             "window": "v2: window rows past flat row 2^16",
+             "heads": v1_edges.EDGE_WHAT["heads"], "tokens": v1_edges.EDGE_WHAT["tokens"]}
 
 
-def edge_modes() -> st.SearchStrategy[str | None]:
-    """None (an ordinary case) most of the time, else one of `EDGE_MODES`; shrinks to None."""
-    return v1_edges.edge_modes(MODE_WEIGHTS, NORMAL_WEIGHT)
+def _max_position(pre: Preconditions, mode: str, need: int) -> str | None:
+    if pre.max_position is not None and pre.max_position < need:
+        return f"max_position={pre.max_position} ({EDGE_WHAT[mode].split(': ')[-1]} needs {need})"
+    return None
+
+
+def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
+    """What each dimension of a v2 edge case of `mode` may take under `pre`
+    (`strategies.edges.pick`), or why the preconditions exclude the mode."""
+    if mode not in EDGE_MODES:
+        raise ValueError(f"plan: mode expected one of {EDGE_MODES}, got {mode!r}")
+    if pre.canonical_rows:
+        return v1_edges.CANONICAL_ROWS
+    pick = v1_edges.pick
+    p = {"B": pick(pre, "B", 1, 2), "S": pick(pre, "S", min_S, max(min_S, 4)),
+         "H": pick(pre, "H", 1, 2), "D": pick(pre, "D", 1, 4), "WIN": pick(pre, "WIN", 1, 8),
+         "IDX_TOPK": pick(pre, "IDX_TOPK", 5, 8, declared_lo=1)}
+    for v in p.values():
+        if isinstance(v, str):
+            return v
+    small, large = v1_edges.smallest, v1_edges.largest
+    if mode in ("heads", "tokens"):
+        for k in ("B", "S", "H", "D", "WIN", "IDX_TOPK"):
+            if k in pre.dims:
+                p[k] = p[k][:1]
+        p["BLOCK"] = pick(pre, "BLOCK", 1, 4)
+        win = small(p["WIN"]) if "WIN" in pre.dims else 4
+        if mode == "heads":
+            H = pre.dims.get("H")
+            if H is not None:
+                if not any(h > LAUNCH_LIMIT for h in H):
+                    return f"dims H={tuple(H)}"
+                p["H"] = (min(h for h in H if h > LAUNCH_LIMIT),)
+            B = small(p["B"]) if "B" in pre.dims else 1
+            S = small(p["S"]) if "S" in pre.dims else min_S
+            why = v1_edges.count_cost_reason(pre, p, B, S, large(p["H"]) if H else
+                                             LAUNCH_LIMIT + 2**10)
+        else:
+            split = v1_edges.token_split(pre, p, LAUNCH_LIMIT + 2**10)
+            if isinstance(split, str):
+                return split
+            p["split"] = split
+            B, S = split[0]
+            S = S or -(-(LAUNCH_LIMIT + 2**10) // B)
+            why = v1_edges.count_cost_reason(pre, p, B, S, small(p["H"]), win=4)
+        return why or _max_position(pre, mode, 2 * win + 8 + B * S) or p
+    if mode == "positions":
+        if pre.max_position is not None and pre.max_position < INT32_MAX:
+            return f"max_position={pre.max_position} (positions up to 2^31 - 1)"
+        if pre.max_cmp_columns is not None and pre.max_cmp_columns < EDGE_COLUMNS:
+            return (f"max_cmp_columns={pre.max_cmp_columns} (compressed ids near 2^31 / ratio "
+                    f"need up to {EDGE_COLUMNS} columns)")
+        v1_edges.shrink(pre, p, B=1, S=max(min_S, 2))
+        # live ids per token: cut - 1, cut - 2, the anchor; as many spare blocks
+        blocks = 2 * large(p["B"]) * (3 * large(p["S"]) + 1) + 2
+        pages = v1_edges.long_pages(pre, large(p["D"]), blocks)
+        if isinstance(pages, str):
+            return pages
+        p["BLOCK"] = pages
+        return p
+    if mode == "table":
+        if pre.max_cmp_columns is not None and pre.max_cmp_columns < 2**16 + 6:
+            return f"max_cmp_columns={pre.max_cmp_columns} (table columns past 2^16)"
+        pages = v1_edges.big_pool_pages(pre, large(p["D"]), pick(pre, "BLOCK", 1, 2))
+        if isinstance(pages, str):
+            return pages
+        p["BLOCK"] = pages
+        # positions r * (anchor + 1) + 2r, anchor below (2^16 + 4) * BLOCK, r <= 4
+        why = _max_position(pre, mode, 4 * ((2**16 + 4) * large(pages) + 3))
+        return why or p
+    # window: positions below 2 * WIN + 8 + S; a pool of 2^16 + rows
+    p["BLOCK"] = pick(pre, "BLOCK", 1, 4)
+    if (v1_edges.BIG_ID + 4 * large(p["WIN"]) + 8 * large(p["BLOCK"])) * large(p["D"]) > \
+            v1_edges.EDGE_POOL:
+        return (f"dims D={tuple(pre.dims.get('D', ()))} (cost: a pool of 2^16 rows at "
+                f"D={large(p['D'])} is past the edge pool bound {v1_edges.EDGE_POOL})")
+    return _max_position(pre, mode, 2 * large(p["WIN"]) + 8 + large(p["S"])) or p
+
+
+def excluded(pre: Preconditions, min_S: int = 1) -> dict[str, str]:
+    """The v2 edge modes `pre` leaves out, each with the declaration that excludes it."""
+    out = {}
+    for mode in EDGE_MODES:
+        p = plan(pre, mode, min_S)
+        if isinstance(p, str):
+            out[mode] = p
+    return out
+
+
+def allowed_modes(pre: Preconditions, min_S: int = 1) -> tuple[str, ...]:
+    gone = excluded(pre, min_S)
+    return tuple(m for m in EDGE_MODES if m not in gone)
+
+
+def eligible(pre: Preconditions, min_S: int = 1) -> bool:
+    """Whether any v2 edge mode meets `pre` (`excluded` names those that do not)."""
+    return bool(allowed_modes(pre, min_S))
+
+
+def edge_modes(allowed: tuple[str, ...] | None = None) -> st.SearchStrategy[str | None]:
+    """None (an ordinary case) most of the time, else one of `EDGE_MODES` (of `allowed`, if
+    given); shrinks to None."""
+    return v1_edges.edge_modes(MODE_WEIGHTS, NORMAL_WEIGHT, allowed)
 
 
 @st.composite
-def edge_configs(draw, mode: str, min_S: int = 1) -> Config:
+def edge_configs(draw, mode: str, min_S: int = 1, pre: Preconditions = Preconditions()) -> Config:
     """A tiny v2 `Config` for an edge `mode`, with the one dimension the mode needs at its
-    edge (the ratio is always an int: the cut is what the modes are about)."""
-    if mode not in EDGE_MODES:
-        raise ValueError(f"edge_configs: mode expected one of {EDGE_MODES}, got {mode!r}")
-    d = {"B": draw(st.integers(1, 2), label="edge_B"),
-         "S": draw(st.integers(min_S, max(min_S, 4)), label="edge_S"),
-         "H": draw(st.integers(1, 2), label="edge_H"), "D": draw(st.integers(1, 4), label="edge_D"),
-         "WIN": draw(st.integers(1, 8), label="edge_WIN"),
-         # room for the four ids around the cut and one more
-         "IDX_TOPK": draw(st.integers(5, 8), label="edge_IDX_TOPK")}
+    edge and every dimension `pre` declares at a declared value (`plan`; the ratio is always
+    an int: the cut is what the modes are about)."""
+    p = plan(pre, mode, min_S)
+    if isinstance(p, str):
+        raise ValueError(f"edge_configs: mode {mode!r} is excluded by the preconditions: {p}")
+    draw_dim = v1_edges.draw_dim
+    # room for the four ids around the cut and one more (where IDX_TOPK is not declared)
+    d = {k: draw_dim(draw, p[k], f"edge_{k}") for k in ("B", "S", "H", "D", "WIN", "IDX_TOPK")}
+    mine = {k: k not in pre.dims for k in d}       # undeclared: the mode may set it
     ratio = draw(st.sampled_from(MODEL_RATIOS), label="edge_ratio")
     if mode == "positions":
-        d["BLOCK"] = draw(st.sampled_from(v1_edges.LONG_PAGES), label="edge_BLOCK")
+        d["BLOCK"] = draw_dim(draw, p["BLOCK"], "edge_BLOCK")
         if draw(st.booleans(), label="ratio_past_2_16"):
             ratio = draw(st.integers(2**16 + 1, 2**17 + 2**10), label="big_ratio")
     elif mode == "table":
-        d["BLOCK"] = draw(st.integers(1, 2), label="edge_BLOCK")
+        d["BLOCK"] = draw_dim(draw, p["BLOCK"], "edge_BLOCK")
         ratio = min(ratio, 4)
     else:
-        d["BLOCK"] = draw(st.integers(1, 4), label="edge_BLOCK")
+        d["BLOCK"] = draw_dim(draw, p["BLOCK"], "edge_BLOCK")
     if mode in ("heads", "tokens"):
-        d["D"] = min(d["D"], 2)
+        if mine["D"]:
+            d["D"] = min(d["D"], 2)
         past = draw(st.sampled_from((1, 17, 2**10)), label="past_launch_limit")
-        d.update(WIN=min(d["WIN"], 4), IDX_TOPK=5)
+        if mine["WIN"]:
+            d["WIN"] = min(d["WIN"], 4)
+        if mine["IDX_TOPK"]:
+            d["IDX_TOPK"] = 5
         if mode == "heads":
-            d.update(B=1, S=min_S, H=LAUNCH_LIMIT + past)
+            d.update(B=1 if mine["B"] else d["B"], S=min_S if mine["S"] else d["S"],
+                     H=LAUNCH_LIMIT + past if mine["H"] else d["H"])
         else:
-            d.update(B=1, S=LAUNCH_LIMIT + past, H=1)
+            B, S = p["split"][0]
+            if not S:   # S undeclared: B batches of S tokens, B*S past the limit
+                S = max(min_S, -(-(LAUNCH_LIMIT + past) // B))
+            d.update(B=B, S=S, H=1 if mine["H"] else d["H"])
     extra = draw(st.sampled_from((0, 1, 3)), label="edge_extra_idx_columns")
     factor = draw(st.sampled_from(SCALE_FACTORS[:5]), label="edge_scale_factor")
     return Config(L=d["IDX_TOPK"] + extra, ratio=ratio, cut=ratio,
@@ -154,6 +269,8 @@ def edge_idx_topk(cfg: Config, position_ids: torch.Tensor, anchors: tuple[int, .
     ids = torch.stack([bound - 1, bound, bound + 1, bound - 2, anchor], dim=1)
     ids = torch.where(ids > INT32_MAX, PAD, ids)
     T, n = ids.shape[0], cfg.IDX_TOPK
+    if n < ids.shape[1]:    # a declared IDX_TOPK below 5: the first ids (the anchor first)
+        ids = ids[:, [4, 0, 1, 2, 3] if any(a >= 0 for a in anchors) else [0, 1, 2, 3, 4]][:, :n]
     row = torch.full((T, n), PAD, dtype=torch.int64)
     row[:, :ids.shape[1]] = ids
     if arrangement == "shuffled":
@@ -193,6 +310,6 @@ def edge_lanes(draw, cfg: Config, mode: str, gen: torch.Generator, budget: int):
     cmp_table, n_cmp = draw(cmp_block_tables(idx, position_ids, cfg, gen), label="edge_cmp_table")
     if mode == "table":
         # addressed blocks past id 2^16, in a pool of 2^16 to 2^17 one-row blocks
-        base = draw(st.integers(2**16, 2**17), label="big_block_base")
+        base = draw(v1_edges.spare_blocks(cfg), label="big_block_base")
         cmp_table, n_cmp = _shift_blocks(cmp_table, n_cmp, base), n_cmp + base
     return start_pos, position_ids, ori_table, n_ori, windows, idx, cmp_table, n_cmp
