@@ -44,6 +44,20 @@ class LaidOut:
                   if layout.get(a, "contiguous") != "contiguous"}
         object.__setattr__(self, "layout", normal)
 
+    @property
+    def kv_format(self) -> str:
+        """The pools' cache format (`contracts.formats`, docs/contract.md section 12)."""
+        from contracts import formats
+
+        return formats.of_pool(self.ori_kv)
+
+    @property
+    def D_v(self) -> int:
+        """The output's last dim: D, or the format's value dims (512 of 576 in fp8_ds_mla)."""
+        from contracts import formats
+
+        return formats.value_dims(self.kv_format, self.D)
+
     def tensor_arguments(self) -> tuple[str, ...]:
         """The names of the arguments that are tensors, in contract order."""
         return tuple(a for a in self.ARGUMENTS if isinstance(getattr(self, a), torch.Tensor))

@@ -96,16 +96,6 @@ class Inputs(LaidOut):
         return self.q.shape[3]
 
     @property
-    def kv_format(self) -> str:
-        """The pools' cache format (`contracts.formats`, section 12)."""
-        return formats.of_pool(self.ori_kv)
-
-    @property
-    def D_v(self) -> int:
-        """The output's last dim: D, or the format's value dims (512 of 576 in fp8_ds_mla)."""
-        return formats.value_dims(self.kv_format, self.D)
-
-    @property
     def BLOCK(self) -> int:
         return self.ori_kv.shape[1]
 

@@ -273,19 +273,23 @@ def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
     return p
 
 
-def excluded(pre: Preconditions, min_S: int = 1) -> dict[str, str]:
-    """The edge modes `pre` leaves out, each with the declaration that excludes it."""
+def excluded(pre: Preconditions, min_S: int = 1, modes: tuple[str, ...] = EDGE_MODES,
+             plan_of=None) -> dict[str, str]:
+    """The edge modes `pre` leaves out, each with the declaration that excludes it
+    (`modes` and `plan_of`: a convention's own, v1's by default)."""
+    plan_of = plan_of or plan
     out = {}
-    for mode in EDGE_MODES:
-        p = plan(pre, mode, min_S)
+    for mode in modes:
+        p = plan_of(pre, mode, min_S)
         if isinstance(p, str):
             out[mode] = p
     return out
 
 
-def allowed_modes(pre: Preconditions, min_S: int = 1) -> tuple[str, ...]:
-    gone = excluded(pre, min_S)
-    return tuple(m for m in EDGE_MODES if m not in gone)
+def allowed_modes(pre: Preconditions, min_S: int = 1, modes: tuple[str, ...] = EDGE_MODES,
+                  plan_of=None) -> tuple[str, ...]:
+    gone = excluded(pre, min_S, modes, plan_of)
+    return tuple(m for m in modes if m not in gone)
 
 
 def eligible(pre: Preconditions, min_S: int = 1) -> bool:

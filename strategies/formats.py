@@ -79,19 +79,25 @@ def raw_groups(fmt: Format, recs: torch.Tensor, which: torch.Tensor, cap: float,
     special = torch.tensor(SPECIAL_CODES, dtype=torch.uint8)
     pick = special[torch.randint(0, len(special), codes.shape, generator=gen)]
     codes = torch.where(torch.rand(codes.shape, generator=gen) < 0.5, pick, codes)
+    # a scale's exponent: near 1 (a third), anywhere in its range (a third), or at one end
+    # of the range (a third: tiny and huge scales, each a careless decoder's trap)
+    shape = (*lead, fmt.groups)
+    lo, hi = (-UE8M0_BIAS, UE8M0_BIAS) if fmt.scale == "ue8m0" else (-149, 127)
+    near = torch.randint(-12, 13, shape, generator=gen)
+    anywhere = torch.randint(lo, hi + 1, shape, generator=gen)
+    ends = torch.where(torch.rand(shape, generator=gen) < 0.5,
+                       torch.randint(lo, lo + 24, shape, generator=gen),
+                       torch.randint(hi - 23, hi + 1, shape, generator=gen))
+    which_e = torch.randint(0, 3, shape, generator=gen)
+    e = torch.where(which_e == 0, near, torch.where(which_e == 1, anywhere, ends))
     if fmt.scale == "ue8m0":
-        raw = torch.randint(0, 255, (*lead, fmt.groups), generator=gen, dtype=torch.int64)
-        near = UE8M0_BIAS + torch.randint(-12, 13, raw.shape, generator=gen)
-        raw = torch.where(torch.rand(raw.shape, generator=gen) < 0.5, near, raw).to(torch.uint8)
-        scale = torch.exp2(raw.double() - UE8M0_BIAS)
+        raw = (e + UE8M0_BIAS).to(torch.uint8)
+        scale = torch.exp2(e.double())
     else:
         # float32 scales from the subnormals (2^-149) to 3e38, any mantissa
-        e = torch.randint(-149, 128, (*lead, fmt.groups), generator=gen).double()
-        mant = 1 + torch.rand((*lead, fmt.groups), generator=gen, dtype=torch.float64)
-        near = torch.randint(-12, 13, e.shape, generator=gen).double()
-        e = torch.where(torch.rand(e.shape, generator=gen) < 0.5, near, e)
-        scale = (mant * torch.exp2(e)).float().double()
-        scale = torch.where(scale > 0, scale, 2.0**-149)
+        mant = 1 + torch.rand(shape, generator=gen, dtype=torch.float64)
+        scale = (mant * torch.exp2(e.double())).float().double()
+        scale = torch.where((scale > 0) & torch.isfinite(scale), scale, 2.0**-149)
         raw = scale.float()
     value = formats.e4m3(codes).reshape(*lead, fmt.groups, fmt.group).abs() * scale[..., None]
     too_big = (value > cap).reshape(*lead, fmt.nope)

@@ -125,7 +125,8 @@ class Case:
 
 def _pool(gen, spec: dict, n: int, cfg: Config) -> torch.Tensor:
     if spec["regime"] == "extreme":
-        return exact_pool(gen, n, cfg.BLOCK, cfg.D, spec["k_exp"])
+        return exact_pool(gen, n, cfg.BLOCK, cfg.D, spec["k_exp"],
+                          spec.get("negative_logits", False))
     return fill_pool(gen, n, cfg.BLOCK, cfg.D, spec["kv_scale"], spec["dist"])
 
 

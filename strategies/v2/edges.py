@@ -149,17 +149,11 @@ def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
 
 def excluded(pre: Preconditions, min_S: int = 1) -> dict[str, str]:
     """The v2 edge modes `pre` leaves out, each with the declaration that excludes it."""
-    out = {}
-    for mode in EDGE_MODES:
-        p = plan(pre, mode, min_S)
-        if isinstance(p, str):
-            out[mode] = p
-    return out
+    return v1_edges.excluded(pre, min_S, EDGE_MODES, plan)
 
 
 def allowed_modes(pre: Preconditions, min_S: int = 1) -> tuple[str, ...]:
-    gone = excluded(pre, min_S)
-    return tuple(m for m in EDGE_MODES if m not in gone)
+    return v1_edges.allowed_modes(pre, min_S, EDGE_MODES, plan)
 
 
 def eligible(pre: Preconditions, min_S: int = 1) -> bool:
