@@ -71,6 +71,9 @@ EDGE_POOL = 2**26
 #: tokens at D = 512 gather 2^28 (10 to 15 s on the 2-core machine), so "tokens" stops
 #: near D = 56 (about 3 s); undeclared D <= 2 gathers 2^20.
 EDGE_GATHER = 2**25
+#: The most query (and output) elements, T * H * D, an edge case may hold: the "heads"
+#: mode at a large declared D keeps its tokens few.
+EDGE_QUERY = 2**26
 #: Widest compressed table of a "lengths" case at a declared D or BLOCK (2^31 slots in pages
 #: of 2^11 rows; 4 MiB of int32 per batch).
 WIDE_EDGE_COLUMNS = 2**20 + 2**8
@@ -190,6 +193,27 @@ def count_cost_reason(pre: Preconditions, p: dict, B: int, S: int, H: int,
             f"x D={d['D']}: past the edge bounds, 2^31 work or 2^25 gathered key elements)")
 
 
+def few_heads_tokens(pre: Preconditions, p: dict, min_S: int) -> str | None:
+    """For a "heads" case: keep its tokens few enough that `T * H * D` stays within
+    `EDGE_QUERY` (at a large declared D, an FP8 format's 512 or 576, one or two tokens of
+    2^16 heads already hold that many query elements, and the reference makes float64
+    copies of them), narrowing an undeclared B, then S, to its smallest; why the mode is
+    excluded if even that is past the bound, else None. `p` is changed in place."""
+    H_max = largest(p["H"]) if "H" in pre.dims else LAUNCH_LIMIT + 2**10
+
+    def queries() -> int:
+        return largest(p["B"]) * largest(p["S"]) * H_max * largest(p["D"])
+
+    for k, lo in (("B", 1), ("S", max(min_S, 1))):
+        if queries() > EDGE_QUERY and k not in pre.dims:
+            p[k] = range(lo, lo + 1)
+    if queries() > EDGE_QUERY:
+        return (f"dims D={_shown(p['D'])} (cost: {largest(p['B']) * largest(p['S'])} tokens x "
+                f"H={H_max} x D={largest(p['D'])} query elements, past the edge bound "
+                f"{EDGE_QUERY})")
+    return None
+
+
 def token_split(pre: Preconditions, p: dict, need: int) -> tuple[tuple[int, int], ...] | str:
     """`(B, S)` pairs with `B*S >= need` from the declared B and S (one batch of `need`
     tokens where neither is declared: None)."""
@@ -238,6 +262,9 @@ def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
         why = count_cost_reason(pre, p, smallest(p["B"]) if "B" in pre.dims else 1,
                                 smallest(p["S"]) if "S" in pre.dims else min_S,
                                 largest(p["H"]) if "H" in pre.dims else LAUNCH_LIMIT + 2**10)
+        if why:
+            return why
+        why = few_heads_tokens(pre, p, min_S)
         if why:
             return why
     elif mode == "tokens":

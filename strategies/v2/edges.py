@@ -104,7 +104,8 @@ def plan(pre: Preconditions, mode: str, min_S: int = 1) -> dict | str:
             B = small(p["B"]) if "B" in pre.dims else 1
             S = small(p["S"]) if "S" in pre.dims else min_S
             why = v1_edges.count_cost_reason(pre, p, B, S, large(p["H"]) if H else
-                                             LAUNCH_LIMIT + 2**10)
+                                             LAUNCH_LIMIT + 2**10) \
+                or v1_edges.few_heads_tokens(pre, p, min_S)
         else:
             split = v1_edges.token_split(pre, p, LAUNCH_LIMIT + 2**10)
             if isinstance(split, str):
