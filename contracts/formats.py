@@ -140,29 +140,34 @@ def _data_bytes(fmt: Format) -> int:
     return fmt.scale_at
 
 
+def _areas(pool: torch.Tensor, fmt: Format) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block-split pool's data area `[N, BLOCK, data]` and scale area `[N, BLOCK, rest]`
+    (views where the pool's blocks are contiguous, as they must be)."""
+    n, size = pool.shape[0], pool.shape[1]
+    flat = pool.reshape(n, size * fmt.row_bytes)
+    data = _data_bytes(fmt)
+    return (flat[:, :size * data].reshape(n, size, data),
+            flat[:, size * data:].reshape(n, size, fmt.row_bytes - data))
+
+
 def read_rows(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
     """The rows `pool[block, row]` (index tensors of one shape): bf16 rows of a bf16 pool,
     a byte pool's records `[..., row_bytes]` (for a block-split format, gathered from the
-    block's data and scale areas)."""
+    block's data and scale areas). Memory follows the rows read, not the pool."""
     name = of_pool(pool)
     fmt = FORMATS.get(name)
     if fmt is None or not fmt.block_split:
         return pool[block, row]
-    n, size = pool.shape[0], pool.shape[1]
-    flat = pool.reshape(n, size * fmt.row_bytes)  # each block's bytes are contiguous
-    data = _data_bytes(fmt)
-    d_cols = row[..., None] * data + torch.arange(data)
-    s_cols = size * data + row[..., None] * (fmt.row_bytes - data) \
-        + torch.arange(fmt.row_bytes - data)
-    blk = block[..., None]
-    return torch.cat([flat[blk, d_cols], flat[blk, s_cols]], dim=-1)
+    data, scales = _areas(pool, fmt)
+    return torch.cat([data[block, row], scales[block, row]], dim=-1)
 
 
 def records(pool: torch.Tensor) -> torch.Tensor:
     """Every row of a byte pool as records `[N, BLOCK, row_bytes]` (a copy)."""
-    n, size = pool.shape[:2]
-    block = torch.arange(n)[:, None].expand(n, size)
-    return read_rows(pool, block, torch.arange(size)[None, :].expand(n, size)).clone()
+    fmt = FORMATS[of_pool(pool)]
+    if not fmt.block_split:
+        return pool.clone(memory_format=torch.contiguous_format)
+    return torch.cat(_areas(pool, fmt), dim=-1)
 
 
 def to_pool(name: str, recs: torch.Tensor) -> torch.Tensor:
