@@ -41,7 +41,10 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
     kw = inputs.kwargs() if args is None else args
     front = contracts.of(inputs)
     front.validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
-    _last_args[kernel.name] = kw
+    if getattr(kernel.fn, "diagnose", None) is not None:
+        # kept only for a kernel that can use them: a run of many kernels in one worker
+        # would otherwise hold every kernel's latest (an edge case's: hundreds of MB) call
+        _last_args[kernel.name] = kw
     try:
         out = kernel.fn(**kw)
     except Exception as exc:
