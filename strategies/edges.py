@@ -77,6 +77,11 @@ EDGE_QUERY = 2**26
 #: Widest compressed table of a "lengths" case at a declared D or BLOCK (2^31 slots in pages
 #: of 2^11 rows; 4 MiB of int32 per batch).
 WIDE_EDGE_COLUMNS = 2**20 + 2**8
+#: The most elements one page of a long-context edge case may hold where D or BLOCK is
+#: declared: the pools hold more pages than the addressed ones (window pages, spares), and
+#: pages of 2^16 rows at an FP8 format's D = 512 made pools of gigabytes (an xdist worker
+#: ran out of memory); at D = 512 pages of 2^11 rows still cover 2^31 slots.
+EDGE_PAGE = 2**20
 #: Page sizes of the "lengths" mode where D or BLOCK is declared: smaller pages (a wider
 #: table) keep the few addressed pages of D-wide rows within `EDGE_POOL`.
 DECLARED_PAGES = (2**11, 2**11 + 3, 2**12 - 1, 2**12, 2**13) + LONG_PAGES
@@ -144,7 +149,7 @@ def long_pages(pre: Preconditions, D_max: int, blocks: int, slots: int = INT32_M
     declared = pre.dims.get("BLOCK")
     pages = sorted(declared) if declared is not None else DECLARED_PAGES
     ok = tuple(P for P in pages if -(-slots // P) <= WIDE_EDGE_COLUMNS
-               and blocks * P * D_max <= EDGE_POOL)
+               and blocks * P * D_max <= EDGE_POOL and P * D_max <= EDGE_PAGE)
     if ok:
         return ok
     if declared is not None and not any(-(-slots // P) <= WIDE_EDGE_COLUMNS for P in declared):
@@ -152,7 +157,8 @@ def long_pages(pre: Preconditions, D_max: int, blocks: int, slots: int = INT32_M
                 f"{-(-slots // WIDE_EDGE_COLUMNS)} rows within {WIDE_EDGE_COLUMNS} table columns)")
     return (f"dims D={_shown(pre.dims.get('D', (D_max,)))}"
             + (f", BLOCK={_shown(declared)}" if declared is not None else "")
-            + f" (cost: {blocks} pages of D-wide rows past the edge pool bound {EDGE_POOL})")
+            + f" (cost: {blocks} pages of D-wide rows past the edge pool bound {EDGE_POOL}, "
+              f"or pages past {EDGE_PAGE} elements)")
 
 
 def big_pool_pages(pre: Preconditions, D_max: int, choice: range | tuple[int, ...],
