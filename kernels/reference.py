@@ -18,7 +18,7 @@ import torch
 from attention import lse as lse_
 from attention.attended import Attended
 from attention.reference import attend
-from contracts import formats, v1, v2
+from contracts import v1, v2
 from kernels.interface import LSE
 
 
@@ -39,9 +39,9 @@ def sparse_attn_v2(**kw) -> torch.Tensor:
 
 
 sparse_attn_v2.convention = "v2"
-# The reference reads every cache format (section 12). `reference` and `reference-v2` are
-# the baseline of bf16 runs (reports, meta-tests), so they declare bf16 and take another
-# format from --kv-format; the `-lse` references below draw every format by default.
+# The reference reads every cache format (section 12). The references declare bf16 (the
+# baseline of bf16 runs: reports, meta-tests, the kill-rate's controls) and take another
+# format from --kv-format.
 
 
 def with_lse(att: Attended, decl: LSE, lse=lse_.lse) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +62,6 @@ def sparse_attn_lse(**kw) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 sparse_attn_lse.lse = LSE(base="2", with_sink=True)
-sparse_attn_lse.kv_format = formats.NAMES
 
 
 def sparse_attn_v2_lse(**kw) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,4 +72,3 @@ def sparse_attn_v2_lse(**kw) -> tuple[torch.Tensor, torch.Tensor]:
 
 sparse_attn_v2_lse.convention = "v2"
 sparse_attn_v2_lse.lse = LSE(base="e", with_sink=False, empty=float("inf"))
-sparse_attn_v2_lse.kv_format = formats.NAMES

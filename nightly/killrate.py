@@ -30,9 +30,16 @@ from conformance.recorder import ASSERTION, KERNEL_ERROR
 from kernels import registry
 from reports.model import failure_kind, run_stem
 
+#: The FP8 path's torch kernels (fp8-dequant-v2 and its seeded bugs) are left out of the
+#: default: their cases hold DeepSeek's pools at D = 512 / 576, and a kill-rate worker
+#: running dozens of them ran out of memory on the 2-core CI machine (24 GiB). Their kills
+#: are checked in tests/test_mutants_fp8.py; run them with
+#: `python -m nightly.killrate --kernels 'fp8-dequant-v2,mutant-fp8-*'`.
+FP8_PATH = ("fp8-dequant-v2", "mutant-fp8-")
 #: The fast default: the catalogue's kernels written in torch alone, the torch mutants and
-#: the correct torch kernels as controls.
-DEFAULT_KERNELS = ",".join(registry.builtin_names(torch=True))
+#: the correct torch kernels as controls (the FP8 path's apart).
+DEFAULT_KERNELS = ",".join(n for n in registry.builtin_names(torch=True)
+                           if not n.startswith(FP8_PATH))
 
 
 def run_suite(kernels: str, profile: str, workers: str, out: str, extra: list[str],

@@ -109,8 +109,8 @@ def test_property_catches_its_mutant(prop, mutant):
     key=lambda pc: (pc[0].__module__, pc[0].__name__, pc[1])),
     ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_property_passes_on_the_reference(prop, convention):
-    # the dequantisation properties need a kernel that reads the FP8 formats: the
-    # reference of that convention that draws every format (and returns its LSE)
+    # the dequantisation properties need a kernel that reads the FP8 formats: the correct
+    # FP8 path of the seeded fp8 kernels (both formats)
     fp8 = prop.__module__ == test_dequantisation.__name__
-    name = {"v1": "reference", "v2": "reference-v2"}[convention] + ("-lse" if fp8 else "")
+    name = "fp8-dequant-v2" if fp8 else {"v1": "reference", "v2": "reference-v2"}[convention]
     in_its_profile(prop)(kernel=kernel_under_test(name))
