@@ -240,10 +240,8 @@ def cases(draw, pre: Preconditions = Preconditions(), adversarial: bool | None =
                 label="values")
     if spec["regime"] == "extreme":
         cfg = dataclasses.replace(cfg, softmax_scale=spec["scale"])
-        ori_kv = exact_pool(gen, n_ori, block, cfg.D, spec["k_exp"],
-                            spec.get("negative_logits", False))
-        cmp_kv = exact_pool(gen, n_cmp, block, cfg.D, spec["k_exp"],
-                            spec.get("negative_logits", False))
+        ori_kv = exact_pool(gen, n_ori, block, cfg.D, spec["k_exp"])
+        cmp_kv = exact_pool(gen, n_cmp, block, cfg.D, spec["k_exp"])
         kv_scale = 2.0 ** spec["k_exp"]
     else:
         kv_scale = spec["kv_scale"]

@@ -125,8 +125,7 @@ class Case:
 
 def _pool(gen, spec: dict, n: int, cfg: Config) -> torch.Tensor:
     if spec["regime"] == "extreme":
-        return exact_pool(gen, n, cfg.BLOCK, cfg.D, spec["k_exp"],
-                          spec.get("negative_logits", False))
+        return exact_pool(gen, n, cfg.BLOCK, cfg.D, spec["k_exp"])
     return fill_pool(gen, n, cfg.BLOCK, cfg.D, spec["kv_scale"], spec["dist"])
 
 
