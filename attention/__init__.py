@@ -4,6 +4,6 @@ output computed from it (`reference`), and the comparison of a kernel's output w
 (`compare`). A convention (`contracts.v1`, `contracts.v2`) is a front end that says which
 rows each token attends to; nothing here knows how a convention addresses them."""
 
-from attention.attended import Attended
+from sparse_attn_conformance.attention.attended import Attended
 
 __all__ = ["Attended"]

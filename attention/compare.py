@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from attention.attended import Attended
-from attention.reference import attend
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.attention.reference import attend
 
 #: Multiple of the same-dtype baseline error a kernel may make.
 K = 3.0

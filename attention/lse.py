@@ -52,9 +52,9 @@ from dataclasses import replace
 
 import torch
 
-from attention.attended import Attended
-from attention.compare import Comparison
-from kernels.interface import LSE
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.attention.compare import Comparison
+from sparse_attn_conformance.contracts.lse import LSE
 
 #: Multiple of the fp32 baseline's error a kernel may make (as attention/compare.py's K).
 K = 3.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from attention.attended import Attended
+from sparse_attn_conformance.attention.attended import Attended
 
 
 def attend(att: Attended, dtype: torch.dtype = torch.float32,

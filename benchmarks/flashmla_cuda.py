@@ -1,4 +1,4 @@
-"""FlashMLA's sparse attention (kernels/flashmla.py) through the suite, on a GPU: figures,
+"""FlashMLA's sparse attention (kernels/adapters/flashmla.py) through the suite, on a GPU: figures,
 never asserts.
 
     python benchmarks/flashmla_cuda.py [--examples 40] [--iters 50]
@@ -31,11 +31,12 @@ import time
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from attention.compare import compare, golden, tolerance
-from contracts.v1 import Inputs, validate
-from kernels import flashmla, tiled
-from plugin.profiles import PROFILES
-from strategies.cases import cases
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts.v1 import Inputs, validate
+from sparse_attn_conformance.kernels.adapters import flashmla
+from sparse_attn_conformance.kernels.torch import tiled
+from sparse_attn_conformance.plugin.profiles import PROFILES
+from sparse_attn_conformance.strategies.v1.cases import cases
 
 MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FlashMLA's sparse attention (sgl-flash-mla 1.0.0) under the suite, on one H100 or H200
-# (issue 11; docs/findings/flashmla.md): the bf16 sparse prefill adapter (kernels/flashmla.py)
-# and the FP8 sparse decode adapters (kernels/flashmla_fp8.py, V4 and V3.2 caches).
+# (issue 11; docs/findings/flashmla.md): the bf16 sparse prefill adapter (kernels/adapters/flashmla.py)
+# and the FP8 sparse decode adapters (kernels/adapters/flashmla_fp8.py, V4 and V3.2 caches).
 # NOT YET RUN ON A GPU: this script has only been read and shell-checked on a machine
 # without one; no result in the findings comes from it. Prepared for a machine without registry access
 # (torch 2.11+cu130, python3 3.12 with hypothesis, pytest, jinja2): the wheel travels in the
@@ -20,7 +20,7 @@
 # benchmarks/flashmla_cuda.py); the conformance suite on the bf16 adapter (140 s, ci
 # profile, report under $OUT/flashmla-report); on the FP8 decode adapters, V4 (120 s,
 # $OUT/flashmla-fp8-v4-report) and V3.2 (90 s, $OUT/flashmla-fp8-v32-report), skipped
-# with the reason if kernels.flashmla_fp8.available() says no; the kill-rate command
+# with the reason if kernels.adapters.flashmla_fp8.available() says no; the kill-rate command
 # (50 s, under $OUT/killrate-flashmla). A capped step is interrupted with SIGINT, so pytest
 # still writes its report of what ran. At the end $OUT is trimmed to at most 8 files
 # (what the device tool brings back): the log, the JSON reports, the kill-rate pytest log
@@ -66,8 +66,8 @@ try:
 except BaseException as exc:
     print("import flash_mla FAILED:", type(exc).__name__, exc)
 from kernels import flashmla, flashmla_fp8
-print("kernels.flashmla.available():", flashmla.available())
-print("kernels.flashmla_fp8.available():", flashmla_fp8.available())'
+print("kernels.adapters.flashmla.available():", flashmla.available())
+print("kernels.adapters.flashmla_fp8.available():", flashmla_fp8.available())'
 REASON=$(timeout 120 "$PY" -c 'from kernels import flashmla; print(flashmla.available() or "")' 2>&1 | tail -1)
 if [ -n "$REASON" ]; then
     echo "stop: $REASON"
@@ -87,20 +87,20 @@ echo "pytest exit: $?"
 FP8_REASON=$(timeout 60 "$PY" -c 'from kernels import flashmla_fp8; print(flashmla_fp8.available() or "")' 2>&1 | tail -1)
 for v in v4:120 v32:90; do
     name=${v%%:*} cap=${v##*:}
-    step "FP8 decode: pytest conformance --kernel=kernels.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci $XDIST"
+    step "FP8 decode: pytest conformance --kernel=sparse_attn_conformance.kernels.adapters.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci $XDIST"
     if [ -n "$FP8_REASON" ]; then
         echo "skipped: $FP8_REASON"
         continue
     fi
     # shellcheck disable=SC2086
     timeout -s INT -k 20 "$cap" "$PY" -m pytest conformance \
-        --kernel=kernels.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci \
+        --kernel=sparse_attn_conformance.kernels.adapters.flashmla_fp8:sparse_attn_$name --hypothesis-profile=ci \
         $XDIST --report-dir="$OUT/flashmla-fp8-$name-report" -q -rfEs --no-header
     echo "pytest exit: $?"
 done
 
-step "kill-rate: python -m nightly.killrate --kernels flashmla --profile ci"
-timeout -s INT -k 20 50 "$PY" -m nightly.killrate --kernels flashmla --profile ci \
+step "kill-rate: python -m sparse_attn_conformance.nightly.killrate --kernels flashmla --profile ci"
+timeout -s INT -k 20 50 "$PY" -m sparse_attn_conformance.nightly.killrate --kernels flashmla --profile ci \
     --out "$OUT/killrate-flashmla" -n 0
 echo "killrate exit: $?"
 

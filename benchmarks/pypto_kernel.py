@@ -10,9 +10,9 @@ Prints, on this machine:
 Times are wall clock in the caller, through the worker process (pickling included). The
 first call of a shape in a fresh worker includes the program build ("compile"); the calls
 after it reuse the Python-side program, but pypto 0.2.0 still re-parses, re-runs its passes,
-its C++ code generation (through the g++ cache, kernels/pypto_toolchain.py) and the
+its C++ code generation (through the g++ cache, kernels/pypto/toolchain.py) and the
 tensor-graph interpreter on every call (its performance model is skipped,
-kernels/pypto_compat.py).
+kernels/pypto/compat.py).
 """
 
 import argparse
@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernels import pypto_kernel  # noqa: E402
-from kernels.pypto_runtime import default_worker  # noqa: E402
+from sparse_attn_conformance.kernels.pypto import kernel as pypto_kernel  # noqa: E402
+from sparse_attn_conformance.kernels.pypto.runtime import default_worker  # noqa: E402
 
 H, D, WIN, BLOCK = 2, 16, 8, 4
 SHAPES = [(1, 1, 8), (2, 2, 8), (4, 2, 16), (16, 2, 16)]  # (B, S, IDX_TOPK); B=16: a packed call

@@ -16,9 +16,9 @@ import time
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from attention.compare import compare, golden, tolerance
-from kernels import reference, tiled
-from strategies.cases import cases
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.kernels.torch import reference, tiled
+from sparse_attn_conformance.strategies.v1.cases import cases
 
 
 def main() -> None:

@@ -32,5 +32,5 @@ timeout -s INT 240 "$PY" -m pytest conformance --kernel=triton --hypothesis-prof
     --report-dir="$OUT/triton-report"
 
 step "kill-rate over the seeded Triton bugs"
-timeout -s INT 150 "$PY" -m nightly.killrate --kernels='triton,mutant-triton-*' --out "$OUT/killrate-triton"
+timeout -s INT 150 "$PY" -m sparse_attn_conformance.nightly.killrate --kernels='triton,mutant-triton-*' --out "$OUT/killrate-triton"
 echo "done"

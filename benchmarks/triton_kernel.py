@@ -1,4 +1,4 @@
-"""The `triton` kernel (kernels/triton_kernel.py) timed against the reference: figures, never
+"""The `triton` kernel (kernels/triton/kernel.py) timed against the reference: figures, never
 asserts. On a CUDA GPU it runs compiled; elsewhere through triton's interpreter.
 
     python benchmarks/triton_kernel.py [--iters 20] [--shape model|small]
@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts.v1 import validate
-from kernels import reference, tiled, triton_kernel
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts.v1 import validate
+from sparse_attn_conformance.kernels.torch import reference, tiled
+from sparse_attn_conformance.kernels.triton import kernel as triton_kernel
 
 SHAPES = {"model": dict(B=64, S=2, H=64, D=512, WIN=128, IDX_TOPK=512, BLOCK=128),
           "small": dict(B=2, S=2, H=16, D=64, WIN=32, IDX_TOPK=64, BLOCK=16)}
@@ -99,7 +100,7 @@ def main() -> int:
 def validate_on_device(kw: dict):
     """`validate` checks CPU tensors; on the GPU the call is already checked once above, so
     the device tensors go to the launch as they are."""
-    from contracts.v1 import Inputs
+    from sparse_attn_conformance.contracts.v1 import Inputs
 
     return Inputs(**kw)
 

@@ -10,18 +10,18 @@ import dataclasses
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, StopTest
 
-from conformance import recorder
-from contracts import ContractError, Preconditions, formats
-from kernels.interface import KernelUnderTest
-from plugin import profiles
-from strategies import cases as v1_cases
-from strategies.formats import in_format
+from sparse_attn_conformance.conformance import recorder
+from sparse_attn_conformance.contracts import ContractError, Preconditions, formats
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.plugin import profiles
+from sparse_attn_conformance.strategies.formats import in_format
+from sparse_attn_conformance.strategies.v1 import cases as v1_cases
 
 
 def cases_of(kernel: KernelUnderTest):
     """The composed strategy of the kernel's calling convention."""
     if kernel.convention == "v2":
-        from strategies.v2 import cases as v2_cases
+        from sparse_attn_conformance.strategies.v2 import cases as v2_cases
 
         return v2_cases.cases
     return v1_cases.cases
@@ -43,7 +43,7 @@ def format_preconditions(pre: Preconditions, kv_format: str) -> Preconditions:
 def draw_case(data: st.DataObject, kernel: KernelUnderTest, label: str = "case",
               **kw):
     """One case of the kernel's calling convention meeting its preconditions (keyword
-    arguments go to that convention's `cases`: `strategies.cases.cases` for v1,
+    arguments go to that convention's `cases`: `strategies.v1.cases.cases` for v1,
     `strategies.v2.cases.cases` for v2), in one of the cache formats the kernel reads
     (`strategies.formats.in_format`; a case of another case's `config` keeps its format).
     A draw that Hypothesis discards (its data ran out, or a strategy rejected it) is

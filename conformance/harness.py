@@ -8,22 +8,14 @@ import torch
 from hypothesis import target
 from hypothesis.errors import HypothesisException
 
-import contracts
-from attention.compare import compare, golden, tolerance
-from attention.lse import compare_lse
-from conformance import packing, recorder
-from contracts import checks
-from contracts.v1 import Inputs
-from kernels.interface import KernelUnderTest
-
-
-class KernelFailure(Exception):
-    """The kernel raised, crashed or returned something the contract does not allow.
-
-    Not an `AssertionError`: a property's own checks raise those, and a kill by a crash is
-    reported apart from a kill by a property (tests/test_property_strength.py demands the
-    latter)."""
-
+from sparse_attn_conformance import contracts
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.attention.lse import compare_lse
+from sparse_attn_conformance.conformance import packing, recorder
+from sparse_attn_conformance.conformance.failures import KernelFailure
+from sparse_attn_conformance.contracts import checks
+from sparse_attn_conformance.contracts.v1 import Inputs
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
 
 #: per kernel: the arguments of its latest call, and of the latest call in a failing example
 _last_args: dict[str, dict] = {}

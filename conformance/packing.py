@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from conformance.v1.views import widen
-from contracts.v1 import Inputs
+from sparse_attn_conformance.conformance.v1.views import widen
+from sparse_attn_conformance.contracts.v1 import Inputs
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import pytest
 from hypothesis.control import currently_in_test_context
 from hypothesis.errors import HypothesisException
 
-from strategies.coverage import CORNERS, corners
+from sparse_attn_conformance.conformance.failures import KernelFailure
+from sparse_attn_conformance.strategies.coverage import CORNERS, corners
 
 #: The `user_properties` key under which a test's statistics travel to the report.
 STATS_KEY = "conformance_stats"
@@ -47,8 +48,6 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         kinds = {failure_kind(e) for e in exc.exceptions}
         return ASSERTION if ASSERTION in kinds else KERNEL_ERROR
-    from conformance.harness import KernelFailure  # harness imports this module
-
     if isinstance(exc, KernelFailure):
         return KERNEL_ERROR
     if isinstance(exc, (AssertionError, pytest.fail.Exception)):
@@ -116,7 +115,7 @@ def note_rejected() -> None:
 
 
 def note_corners(case) -> list[str]:
-    """Count the corners of the input domain `case` hits (`strategies.coverage.corners`)
+    """Count the corners of the input domain `case` hits (`strategies.v1.coverage.corners`)
     and tell Hypothesis, as events `corner: NAME`, inside a Hypothesis test."""
     stats = current()
     hit = corners(case)

@@ -4,7 +4,7 @@ keeps `ori_kv` and `cmp_kv` in one storage; live entries are a multiset, so a ro
 live entries (or lanes) name counts twice, whichever way they reach it. A kernel that
 gathers each distinct physical address once (and counts it once) is wrong there only: apart
 from the integer-edge cases, the drawn calls hold repeats of one entry, but no two
-different entries on one row (kernels/mutants.py `distinct-addresses`, kernels/mutants_v2.py
+different entries on one row (kernels/faulty/v1.py `distinct-addresses`, kernels/faulty/v2.py
 `distinct-addresses` pass every other property).
 
 The property makes a call with aliasing from a drawn one (`conformance.v1.views.aliased`,
@@ -31,20 +31,20 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_matches
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_matches
 
 
 def _made(kernel, inputs, seed: int, one_storage: bool):
     """The case's `Aliasing` for the kernel's convention, or None."""
     gen = torch.Generator().manual_seed(seed)
     if inputs.CONVENTION == "v2":
-        from conformance.v2 import views
+        from sparse_attn_conformance.conformance.v2 import views
 
         if one_storage:
             return views.one_storage(inputs, gen, keep_windows=kernel.pre.canonical_windows)
         return views.table_aliased(inputs, gen)
-    from conformance.v1 import views
+    from sparse_attn_conformance.conformance.v1 import views
 
     return views.aliased(inputs, gen, one_storage=one_storage)
 

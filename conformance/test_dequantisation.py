@@ -19,9 +19,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_matches
-from contracts import formats, v1, v2
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_matches
+from sparse_attn_conformance.contracts import formats, v1, v2
 
 
 def _fp8_formats(kernel) -> tuple[str, ...]:

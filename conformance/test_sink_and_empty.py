@@ -11,8 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_matches
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_matches
 
 
 @given(data=st.data())

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from contracts import formats
-from contracts.checks import ContractError
-from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.contracts.checks import ContractError
+from sparse_attn_conformance.contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
 #: The conventions, oldest first; a kernel that declares none is taken as the first.
 CONVENTIONS = ("v1", "v2")
@@ -32,7 +32,7 @@ def front_end(name: str) -> ModuleType:
     """The module of convention `name` (`contracts.v1` or `contracts.v2`)."""
     if name not in CONVENTIONS:
         raise ContractError(f"convention: expected one of {CONVENTIONS}, got {name!r}")
-    return importlib.import_module(f"contracts.{name}")
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def of(inputs) -> ModuleType:

@@ -1,14 +1,12 @@
-"""The checks both calling conventions' validators share, and the one error they raise
-for input a convention does not allow (`ContractError`)."""
+"""The checks both calling conventions' validators share; each raises `ContractError`
+(contracts/errors.py) for input a convention does not allow."""
 
 from __future__ import annotations
 
 import math
 
-
-class ContractError(ValueError):
-    """An input that breaks a calling convention (docs/contract.md): the message names the
-    argument, what was expected and what came."""
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.contracts.errors import ContractError
 
 
 def expect(cond: bool, name: str, expected: str, got) -> None:
@@ -53,8 +51,6 @@ def pools(kw: dict, D: int):
     """`(ori_kv, cmp_kv, BLOCK)`: both pools in one cache format (contracts.formats,
     docs/contract.md section 12): bf16 `[N >= 1, BLOCK, D]`, or uint8
     `[N >= 1, BLOCK, ROW_BYTES]` of a format whose key has `D` dims; one BLOCK."""
-    from contracts import formats
-
     fmt = formats.check_pool("ori_kv", kw["ori_kv"], D)
     ori_kv = kw["ori_kv"]
     width = ori_kv.shape[2]

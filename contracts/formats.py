@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from contracts.checks import ContractError
+from sparse_attn_conformance.contracts.errors import ContractError
 
 #: e4m3fn codes that are NaN (S.1111.111); every other code is a finite value.
 E4M3_NAN_CODES = (0x7F, 0xFF)

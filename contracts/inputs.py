@@ -1,5 +1,5 @@
 """What every convention's `Inputs` shares: one call's arguments as canonical CPU tensors,
-and how `kwargs()` presents each tensor in memory (`layout`, kinds from `kernels.layout`).
+and how `kwargs()` presents each tensor in memory (`layout`, kinds from `contracts.layout`).
 
 A convention's `Inputs` is a frozen dataclass with this mixin, a class attribute
 `ARGUMENTS` (its keyword arguments, in contract order) and a field `layout`; its
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from contracts.checks import ContractError
+from sparse_attn_conformance.contracts.checks import ContractError
 
 
 class LaidOut:
@@ -22,7 +22,7 @@ class LaidOut:
     ARGUMENTS: tuple[str, ...] = ()
 
     def _normalise_layout(self) -> None:
-        from kernels.layout import KINDS, why_not
+        from sparse_attn_conformance.contracts.layout import KINDS, why_not
 
         layout = self.layout
         if not isinstance(layout, Mapping):
@@ -47,14 +47,14 @@ class LaidOut:
     @property
     def kv_format(self) -> str:
         """The pools' cache format (`contracts.formats`, docs/contract.md section 12)."""
-        from contracts import formats
+        from sparse_attn_conformance.contracts import formats
 
         return formats.of_pool(self.ori_kv)
 
     @property
     def D_v(self) -> int:
         """The output's last dim: D, or the format's value dims (512 of 576 in fp8_ds_mla)."""
-        from contracts import formats
+        from sparse_attn_conformance.contracts import formats
 
         return formats.value_dims(self.kv_format, self.D)
 
@@ -67,9 +67,9 @@ class LaidOut:
 
     def kwargs(self) -> dict:
         """Keyword arguments for a kernel call (exactly `ARGUMENTS`). Tensors are fresh
-        buffers of their own, presented in `layout` (`kernels.layout.present`), so a kernel
+        buffers of their own, presented in `layout` (`contracts.layout.present`), so a kernel
         that writes into an argument changes nothing here."""
-        from kernels.layout import present
+        from sparse_attn_conformance.contracts.layout import present
 
         out = {}
         for name in self.ARGUMENTS:
@@ -84,7 +84,7 @@ class LaidOut:
         entry whose kind no longer applies to its replaced tensor (a new shape, or values no
         longer constant for ``expanded``): that argument becomes contiguous."""
         if "layout" not in changes and self.layout:
-            from kernels.layout import why_not
+            from sparse_attn_conformance.contracts.layout import why_not
 
             changes["layout"] = {
                 a: k for a, k in self.layout.items()

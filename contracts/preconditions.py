@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.checks import ContractError
+from sparse_attn_conformance.contracts.checks import ContractError
 
 #: Configuration dimensions a kernel may restrict with `Preconditions.dims`.
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
@@ -102,10 +102,9 @@ class Preconditions:
         return any(all(dims.get(k) == v for k, v in shape.items())
                    and within(k for k in dims if k not in shape) for shape in self.shapes)
 
-    def unexercised(self, convention: str | None = None) -> list[str]:
-        """The parts of the contract these preconditions leave out, in words: with each
-        integer edge mode they exclude (strategies/edges.py, strategies/v2/edges.py) and the
-        declaration that excludes it, for `convention` ("v1", "v2"; None: both, once each)."""
+    def unexercised(self) -> list[str]:
+        """The parts of the contract these preconditions leave out, in words (the integer
+        edge modes they exclude too: `strategies.coverage.unexercised`)."""
         out = []
         if self.canonical_rows:
             out.append("adversarial index rows (pads, shuffles, duplicates, garbage, boundaries)")
@@ -125,21 +124,4 @@ class Preconditions:
         if self.max_cmp_columns is not None:
             out.append(f"compressed block tables wider than {self.max_cmp_columns} columns "
                        f"(live slots past {self.max_cmp_columns} * BLOCK)")
-        for line in self._excluded_edges(convention):
-            if line not in out:
-                out.append(line)
-        return out
-
-    def _excluded_edges(self, convention: str | None) -> list[str]:
-        # the edge modes live with the strategies, which import this module
-        from strategies import edges as v1_edges
-        from strategies.v2 import edges as v2_edges
-
-        modules = {"v1": v1_edges, "v2": v2_edges}
-        out = []
-        for name, module in modules.items():
-            if convention not in (None, name):
-                continue
-            for mode, why in module.excluded(self).items():
-                out.append(f"integer edge {mode!r} ({module.EDGE_WHAT[mode]}): excluded by {why}")
         return out

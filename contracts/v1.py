@@ -15,11 +15,11 @@ from typing import ClassVar
 
 import torch
 
-from attention.attended import Attended
-from contracts import checks, formats
-from contracts.checks import ContractError, expect, tensor
-from contracts.inputs import LaidOut
-from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.contracts import checks, formats
+from sparse_attn_conformance.contracts.checks import ContractError, expect, tensor
+from sparse_attn_conformance.contracts.inputs import LaidOut
+from sparse_attn_conformance.contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
 #: The keyword arguments of a kernel call, in contract order.
 ARGUMENTS = (
@@ -46,7 +46,7 @@ class Inputs(LaidOut):
 
     The tensors stored here are the canonical values. `layout` says how `kwargs()` presents
     each tensor argument in memory (keys from `ARGUMENTS`, values from
-    `kernels.layout.KINDS`; an argument not named, or named ``"contiguous"``, is a plain
+    `contracts.layout.KINDS`; an argument not named, or named ``"contiguous"``, is a plain
     contiguous copy). ``"contiguous"`` entries are dropped, so the default, all contiguous,
     is the empty mapping.
     """

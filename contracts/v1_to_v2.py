@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from contracts import v1, v2
-from contracts.checks import ContractError
+from sparse_attn_conformance.contracts import v1, v2
+from sparse_attn_conformance.contracts.checks import ContractError
 
 
 def _live_first(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

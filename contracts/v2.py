@@ -20,11 +20,11 @@ from typing import ClassVar
 
 import torch
 
-from attention.attended import Attended
-from contracts import checks, formats
-from contracts.checks import ContractError, expect, python_int, tensor
-from contracts.inputs import LaidOut
-from contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.contracts import checks, formats
+from sparse_attn_conformance.contracts.checks import ContractError, expect, python_int, tensor
+from sparse_attn_conformance.contracts.inputs import LaidOut
+from sparse_attn_conformance.contracts.preconditions import DIMS, DOMAIN_LIMIT_LOG2, Preconditions
 
 #: The keyword arguments of a kernel call, in contract order (section 8).
 ARGUMENTS = (

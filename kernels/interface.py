@@ -23,7 +23,14 @@ from typing import Protocol
 
 import torch
 
-from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, Preconditions, formats
+from sparse_attn_conformance.contracts import (
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    ContractError,
+    Preconditions,
+    formats,
+)
+from sparse_attn_conformance.contracts.lse import LSE
 
 
 class Kernel(Protocol):
@@ -37,7 +44,7 @@ class Kernel(Protocol):
                  window_size: int) -> torch.Tensor:
         """`o` `[B, S, H, D]` for one call (docs/contract.md sections 1-3), any floating dtype
         on any device. The arguments are the kernel's to read (fresh buffers each call, CPU
-        tensors, in the layouts `kernels.layout` describes); it must not modify them."""
+        tensors, in the layouts `contracts.layout` describes); it must not modify them."""
 
     convention: str
     """The calling convention the kernel is written against (`contracts.CONVENTIONS`):
@@ -92,32 +99,6 @@ class Kernel(Protocol):
         no diagnostics."""
 
 
-@dataclass(frozen=True)
-class LSE:
-    """What a kernel's returned LSE `[*tokens, H]` is (docs/contract.md section 13).
-
-    base: "e" (natural log) or "2" (log2, as FlashMLA-style kernels keep it).
-    with_sink: whether the sink's `exp(attn_sink[h])` is in the sum.
-    empty: the value for a token with no live row: None (default) for the formula's own,
-        `log(0) = -inf` without the sink and `attn_sink[h]` with it; or the kernel's
-        documented sentinel (FlashMLA's sparse decode: +inf).
-    """
-
-    base: str = "e"
-    with_sink: bool = False
-    empty: float | None = None
-
-    def __post_init__(self):
-        if self.base not in ("e", "2"):
-            raise ContractError(f"LSE.base: expected 'e' or '2', got {self.base!r}")
-        if not isinstance(self.with_sink, bool):
-            raise ContractError(f"LSE.with_sink: expected a bool, got {self.with_sink!r}")
-        if self.empty is not None and (not isinstance(self.empty, (int, float))
-                                       or isinstance(self.empty, bool)):
-            raise ContractError(f"LSE.empty: expected a float (-inf, +inf or a sentinel), "
-                                f"got {self.empty!r}")
-
-
 def kv_formats_of(kernel) -> tuple[str, ...]:
     """The cache formats a kernel declares (attribute `kv_format`), or ("bf16",)."""
     declared = getattr(kernel, "kv_format", formats.BF16)
@@ -133,7 +114,8 @@ def lse_of(kernel) -> LSE | None:
     """What a kernel's LSE is (attribute `lse`), or None for a kernel returning `o` only."""
     lse = getattr(kernel, "lse", None)
     if lse is not None and not isinstance(lse, LSE):
-        raise ContractError(f"kernel.lse: expected a kernels.interface.LSE or None, got {lse!r}")
+        raise ContractError(f"kernel.lse: expected a sparse_attn_conformance.kernels.interface.LSE "
+                            f"or None, got {lse!r}")
     return lse
 
 

@@ -4,14 +4,14 @@
 
 The catalogue (`CATALOGUE`, in `builtin_names()` order) is made from where each kernel is
 defined: the correct kernels in `CORRECT` below, the seeded faulty torch kernels in
-`kernels.mutants.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
-`kernels.mutants_v2.MUTANTS_V2` (named `mutant-v2-<bug>`), those of the quantised (FP8)
-path in `kernels.mutants_fp8.MUTANTS_FP8` (named `mutant-fp8-<bug>`), those of the LSE a
-kernel returns beside its output in `kernels.mutants_lse.MUTANTS_LSE` (named
+`kernels.faulty.v1.MUTANTS` (named `mutant-<bug>`), those of calling convention v2 in
+`kernels.faulty.v2.MUTANTS_V2` (named `mutant-v2-<bug>`), those of the quantised (FP8)
+path in `kernels.faulty.fp8.MUTANTS_FP8` (named `mutant-fp8-<bug>`), those of the LSE a
+kernel returns beside its output in `kernels.faulty.lse.MUTANTS_LSE` (named
 `mutant-lse-<bug>`), the seeded bugs of the pypto
-program in `kernels.pypto_program.BUGS` (named `mutant-pypto-<bug>`), those of the v2
-pypto program in `kernels.pypto_v2_program.BUGS` (named `mutant-pypto-v2-<bug>`) and those
-of the Triton program in `kernels.triton_kernel.BUG_NAMES` (named `mutant-triton-<bug>`).
+program in `kernels.pypto.program.BUGS` (named `mutant-pypto-<bug>`), those of the v2
+pypto program in `kernels.pypto.v2_program.BUGS` (named `mutant-pypto-v2-<bug>`) and those
+of the Triton program in `kernels.triton.kernel.BUG_NAMES` (named `mutant-triton-<bug>`).
 `--list-kernels`, `--kernel` globs and the kill-rate run's default
 (`nightly.killrate.DEFAULT_KERNELS`) read it.
 """
@@ -24,30 +24,30 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kernels.interface import Kernel, KernelUnderTest
-from kernels.mutants import MUTANTS
-from kernels.mutants_fp8 import MUTANTS_FP8
-from kernels.mutants_lse import MUTANTS_LSE
-from kernels.mutants_v2 import MUTANTS_V2
-from kernels.pypto_program import BUGS as PYPTO_BUGS
-from kernels.pypto_v2_program import BUGS as PYPTO_V2_BUGS
-from kernels.triton_kernel import BUG_NAMES as TRITON_BUGS
+from sparse_attn_conformance.kernels.faulty.fp8 import MUTANTS_FP8
+from sparse_attn_conformance.kernels.faulty.lse import MUTANTS_LSE
+from sparse_attn_conformance.kernels.faulty.v1 import MUTANTS
+from sparse_attn_conformance.kernels.faulty.v2 import MUTANTS_V2
+from sparse_attn_conformance.kernels.interface import Kernel, KernelUnderTest
+from sparse_attn_conformance.kernels.pypto.program import BUGS as PYPTO_BUGS
+from sparse_attn_conformance.kernels.pypto.v2_program import BUGS as PYPTO_V2_BUGS
+from sparse_attn_conformance.kernels.triton.kernel import BUG_NAMES as TRITON_BUGS
 
 #: Correct kernels shipped with the suite: name -> "module:attribute".
 CORRECT = {
-    "pypto": "kernels.pypto_kernel:sparse_attn",
-    "pypto-passes": "kernels.pypto_kernel:sparse_attn_verified_passes",
-    "pypto-v2": "kernels.pypto_v2_kernel:sparse_attn",
-    "reference": "kernels.reference:sparse_attn",
-    "tiled": "kernels.tiled:sparse_attn",
-    "positional": "kernels.positional:sparse_attn",
-    "flashmla": "kernels.flashmla:sparse_attn",
-    "reference-v2": "kernels.reference:sparse_attn_v2",
-    "tiled-v2": "kernels.tiled_v2:sparse_attn",
-    "triton": "kernels.triton_kernel:sparse_attn",
-    "fp8-dequant-v2": "kernels.mutants_fp8:sparse_attn",
-    "reference-lse": "kernels.reference:sparse_attn_lse",
-    "reference-v2-lse": "kernels.reference:sparse_attn_v2_lse",
+    "pypto": "sparse_attn_conformance.kernels.pypto.kernel:sparse_attn",
+    "pypto-passes": "sparse_attn_conformance.kernels.pypto.kernel:sparse_attn_verified_passes",
+    "pypto-v2": "sparse_attn_conformance.kernels.pypto.v2_kernel:sparse_attn",
+    "reference": "sparse_attn_conformance.kernels.torch.reference:sparse_attn",
+    "tiled": "sparse_attn_conformance.kernels.torch.tiled:sparse_attn",
+    "positional": "sparse_attn_conformance.kernels.torch.positional:sparse_attn",
+    "flashmla": "sparse_attn_conformance.kernels.adapters.flashmla:sparse_attn",
+    "reference-v2": "sparse_attn_conformance.kernels.torch.reference:sparse_attn_v2",
+    "tiled-v2": "sparse_attn_conformance.kernels.torch.tiled_v2:sparse_attn",
+    "triton": "sparse_attn_conformance.kernels.triton.kernel:sparse_attn",
+    "fp8-dequant-v2": "sparse_attn_conformance.kernels.faulty.fp8:sparse_attn",
+    "reference-lse": "sparse_attn_conformance.kernels.torch.reference:sparse_attn_lse",
+    "reference-v2-lse": "sparse_attn_conformance.kernels.torch.reference:sparse_attn_v2_lse",
 }
 
 #: The correct kernels written in torch alone: they run on any machine, in seconds (with the
@@ -91,19 +91,19 @@ def _resolve(spec: str, target: str) -> Kernel:
 
 
 def _pypto_faulty(bug: str) -> Kernel:
-    from kernels import pypto_kernel
+    from sparse_attn_conformance.kernels.pypto import kernel as pypto_kernel
 
     return pypto_kernel.faulty(bug)
 
 
 def _pypto_v2_faulty(bug: str) -> Kernel:
-    from kernels import pypto_v2_kernel
+    from sparse_attn_conformance.kernels.pypto import v2_kernel as pypto_v2_kernel
 
     return pypto_v2_kernel.faulty(bug)
 
 
 def _triton_faulty(bug: str) -> Kernel:
-    from kernels import triton_kernel
+    from sparse_attn_conformance.kernels.triton import kernel as triton_kernel
 
     return triton_kernel.faulty(bug)
 
@@ -174,7 +174,7 @@ def load(name: str) -> Kernel:
         raise LookupError(
             f"--kernel: expected a built-in name (see --list-kernels) or module:callable, "
             f"got {name!r}")
-    from kernels import triton_interpret
+    from sparse_attn_conformance.kernels.triton import interpret as triton_interpret
 
     # a user's Triton kernel under TRITON_INTERPRET=1 gets the interpreter's bf16 fix
     return triton_interpret.for_kernel_under_test(_resolve(name, name))

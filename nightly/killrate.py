@@ -2,7 +2,8 @@
 ones), print which were killed, by which property, after how many examples and seconds,
 and how small the shrunk counterexample got.
 
-    python -m nightly.killrate [--profile kill] [--kernels SPEC] [-n auto] [--out DIR] [--full]
+    python -m sparse_attn_conformance.nightly.killrate [--profile kill] [--kernels SPEC] [-n auto]
+        [--out DIR] [--full]
 
 Exits non-zero when a faulty kernel survives or a correct kernel fails. The "how" column
 says how a kernel was caught: "assertion" (a property's own check failed) or "kernel-error"
@@ -25,16 +26,16 @@ import subprocess
 import sys
 import tempfile
 
-import conformance
-from conformance.recorder import ASSERTION, KERNEL_ERROR
-from kernels import registry
-from reports.model import failure_kind, run_stem
+from sparse_attn_conformance import conformance
+from sparse_attn_conformance.conformance.recorder import ASSERTION, KERNEL_ERROR
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.reports.model import failure_kind, run_stem
 
 #: The FP8 path's torch kernels (fp8-dequant-v2 and its seeded bugs) are left out of the
 #: default: their cases hold DeepSeek's pools at D = 512 / 576, and a kill-rate worker
 #: running dozens of them ran out of memory on the 2-core CI machine (24 GiB). Their kills
 #: are checked in tests/test_mutants_fp8.py; run them with
-#: `python -m nightly.killrate --kernels 'fp8-dequant-v2,mutant-fp8-*'`.
+#: `python -m sparse_attn_conformance.nightly.killrate --kernels 'fp8-dequant-v2,mutant-fp8-*'`.
 FP8_PATH = ("fp8-dequant-v2", "mutant-fp8-")
 #: Left out too, not yet understood: `reference-lse` fails the v1 ring-wrap finding
 #: (`test_no_later_position_before_the_ring_wraps`, a strict xfail) in the kill-rate run
@@ -134,7 +135,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nightly.killrate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m sparse_attn_conformance.nightly.killrate",
+                                 description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default=DEFAULT_KERNELS,
                     help="kernel spec as for --kernel (default: the torch mutants and the "

@@ -21,7 +21,7 @@ from importlib import metadata
 
 import pytest
 
-from plugin.selection import identity
+from sparse_attn_conformance.plugin.selection import identity
 
 ENV = "SPARSE_ATTN_KNOWN_FAILURES"
 _STASH = pytest.StashKey[list]()

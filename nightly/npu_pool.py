@@ -4,8 +4,8 @@ folder (pypto's output and CANN's logs, never shared with another worker), and c
 it sees exactly that one card.
 
 The channel is the environment, because CANN reads `ASCEND_RT_VISIBLE_DEVICES` when it
-initialises and the pypto worker process (`kernels.pypto_runtime`, started with `Popen`,
-never forked) inherits it; `kernels.pypto_pool` checks the card again in that process.
+initialises and the pypto worker process (`kernels.pypto.runtime`, started with `Popen`,
+never forked) inherits it; `kernels.pypto.pool` checks the card again in that process.
 Worker `gwK` (xdist numbers them from 0) gets `cards[K // workers_per_card]`; without xdist
 the one process takes the first card. Card ids are the physical ids CANN numbers from 0.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.pypto_pool import ENV_CARD, VISIBLE, pinned_card
+from sparse_attn_conformance.kernels.pypto.pool import ENV_CARD, VISIBLE, pinned_card
 
 ENV_CARDS = "SPARSE_ATTN_NPU_CARDS"
 ENV_PER_CARD = "SPARSE_ATTN_NPU_WORKERS_PER_CARD"

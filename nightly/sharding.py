@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
     spec = config.getoption("shard")
     if not spec:
         return
-    from plugin.selection import identity  # here: the merge command needs no torch
+    from sparse_attn_conformance.plugin.selection import identity  # here: the merge command needs no torch
 
     index, count = parse_shard(spec)
     ids = [identity(item)["nodeid"] for item in items]
@@ -122,11 +122,11 @@ def pytest_configure(config):
 
 
 def main(argv=None) -> int:
-    """`python -m nightly.sharding merge OUT.json [IN.json ...]`: one durations file from
-    several shards' (the nightly's merge job keeps it for the next night)."""
+    """`python -m sparse_attn_conformance.nightly.sharding merge OUT.json [IN.json ...]`: one
+    durations file from several shards' (the nightly's merge job keeps it for the next night)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or args[0] != "merge":
-        print("usage: python -m nightly.sharding merge OUT.json [IN.json ...]",
+        print("usage: python -m sparse_attn_conformance.nightly.sharding merge OUT.json [IN.json ...]",
               file=sys.stderr)
         return 2
     Path(args[1]).write_text(json.dumps(merge_durations(args[2:]), indent=1) + "\n")

@@ -2,11 +2,13 @@
 command-line options, `--list-kernels`, and the switch that turns the suite on only when it
 is asked for:
 
-- the run collects the suite (`pytest conformance`, `pytest --pyargs conformance`, a node id
-  inside it, or, in the suite's own checkout, a directory that contains it);
+- the run collects the suite (`pytest --pyargs sparse_attn_conformance` from anywhere,
+  `pytest conformance` in the suite's checkout, a node id inside it, or, in the checkout, a
+  directory that contains it);
 - `--kernel` (or another of the suite's options: `--report-dir`, `--first-kill`,
   `--replay`) is given;
-- the plugin is named with `-p sparse_attn_conformance` (or `-p plugin.entry`).
+- the plugin is named with `-p sparse_attn_conformance` (or its module,
+  `-p sparse_attn_conformance.plugin.entry`).
 
 Otherwise nothing of the suite touches the run: no Hypothesis profile is loaded, no test is
 parametrised, no header or report is added, so a project that has the suite installed
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 
 ENTRY_POINT = "sparse_attn_conformance"
+#: The suite's one import package (this module is `<package>.plugin.entry`).
+PACKAGE = __name__.rsplit(".", 2)[0]
 #: The suite's package directory: the properties live here.
 SUITE_DIR = Path(__file__).resolve().parent.parent / "conformance"
 #: Hooks registered when the suite is on, by plugin name.
@@ -102,7 +106,7 @@ def pytest_addoption(parser):
 
 def pytest_cmdline_main(config):
     if config.getoption("list_kernels"):
-        from kernels import registry
+        from sparse_attn_conformance.kernels import registry
 
         for name in registry.builtin_names():
             print(name)
@@ -117,8 +121,9 @@ def _collects_suite(config) -> bool:
     in_checkout = config.rootpath == SUITE_DIR.parent  # a run of the suite's own project
     for arg in config.args:
         name = arg.split("::")[0]
-        if config.getoption("pyargs", False) and (name == "conformance"
-                                                  or name.startswith("conformance.")):
+        if config.getoption("pyargs", False) and (
+                name in (PACKAGE, f"{PACKAGE}.conformance")
+                or name.startswith(f"{PACKAGE}.conformance.")):
             return True
         path = (base / name).resolve()
         if path == SUITE_DIR or SUITE_DIR in path.parents:
@@ -136,16 +141,42 @@ def asked_for(config) -> bool:
             or _collects_suite(config))
 
 
+def _import_users_modules(config) -> None:
+    """Import the modules of the run's `module:callable` kernels (and window builder) from
+    the directory pytest was started in, first on the path as under `python -m pytest`,
+    now: collecting the suite from site-packages puts site-packages first on the path
+    (pytest's prepend import mode), where an installed package of the same top-level name
+    (the registry's `kernels`, say) would shadow the user's. A module that does not import
+    here is reported, with its spec, when the registry loads the kernel."""
+    import importlib
+    import os
+    import sys
+
+    here = str(config.invocation_params.dir)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    specs = ",".join(filter(None, (config.getoption("kernel") or os.environ.get("SPARSE_ATTN_KERNEL"),
+                                   config.getoption("window_builder"))))
+    for spec in specs.split(","):
+        module, sep, _ = spec.strip().partition(":")
+        if sep and module not in sys.modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the registry reports it, naming the spec
+                pass
+
+
 @pytest.hookimpl(tryfirst=True)  # the suite's profiles exist before Hypothesis loads one
 def pytest_configure(config):
     if not asked_for(config):
         return
     import importlib
 
-    from nightly import npu_pool
+    from sparse_attn_conformance.nightly import npu_pool
 
     npu_pool.pin(config)  # before anything here imports torch (or torch_npu, or pypto)
-    from plugin import cores, features, profiles, reporting
+    _import_users_modules(config)
+    from sparse_attn_conformance.plugin import cores, features, profiles, reporting
 
     profiles.load(config)
     cores.share_cores(config)
@@ -153,5 +184,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "contract_finding: a property about the contract itself, "
                             "reported apart from kernel conformance")
     for name in JOBS:
-        config.pluginmanager.register(importlib.import_module(name), f"{ENTRY_POINT}.{name}")
+        config.pluginmanager.register(importlib.import_module(f"{PACKAGE}.{name}"),
+                                      f"{ENTRY_POINT}.{name}")
     reporting.register_report(config)

@@ -15,9 +15,9 @@ import shlex
 import hypothesis
 import pytest
 
-from conformance.recorder import REPLAY_SECTION
-from plugin import hypothesis_hooks
-from plugin.selection import identity
+from sparse_attn_conformance.conformance.recorder import REPLAY_SECTION
+from sparse_attn_conformance.plugin import hypothesis_hooks
+from sparse_attn_conformance.plugin.selection import identity
 
 BLOB_RE = re.compile(r"@reproduce_failure\('(?P<version>[^']+)', b'(?P<blob>[^']+)'\)")
 
@@ -48,10 +48,25 @@ def given_blob(config) -> str | None:
     return f"{version or hypothesis.__version__}:{data.decode()}"
 
 
-def replay_command(nodeid: str, kernel: str | None, profile: str, blob: str | None) -> str:
+def selector(item) -> list[str]:
+    """What selects `item` on a command line run where this one ran: its node id for a test
+    file under the run's rootdir (the suite's checkout), else (the suite installed, run with
+    `--pyargs` from a user's project) its module and name, which pytest resolves from any
+    directory."""
+    try:
+        item.path.relative_to(item.config.rootpath)
+        return [f"{item.parent.nodeid}::{item.name}"]  # without xdist's `@group`
+    except ValueError:
+        return ["--pyargs", f"{item.module.__name__}::{item.name}"]
+
+
+def replay_command(nodeid: str | list[str], kernel: str | None, profile: str,
+                   blob: str | None) -> str:
     """A one-line command that replays a failure on any machine with the suite installed
-    (with the example database, a plain rerun of the test also replays it first)."""
-    parts = ["pytest", nodeid] + ([f"--kernel={kernel}"] if kernel else []) + [
+    (with the example database, a plain rerun of the test also replays it first); `nodeid`
+    is a node id or what `selector` gives."""
+    parts = ["pytest", *([nodeid] if isinstance(nodeid, str) else nodeid)] + (
+        [f"--kernel={kernel}"] if kernel else []) + [
         f"--hypothesis-profile={profile}", "-p", "no:xdist"]
     if blob:
         parts.append(f"--replay={blob}")
@@ -80,6 +95,6 @@ def pytest_runtest_makereport(item, call):
     if call.when == "call" and (report.failed or hasattr(report, "wasxfail")):
         who = identity(item)
         report.sections.append((REPLAY_SECTION, replay_command(
-            who["nodeid"], who["kernel"], hypothesis.settings.get_current_profile_name(),
+            selector(item), who["kernel"], hypothesis.settings.get_current_profile_name(),
             find_blob(str(report.longrepr)) or given_blob(item.config))))
     return report

@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from conformance import harness, recorder
-from plugin.selection import kernel_of, kernel_spec
+from sparse_attn_conformance.conformance import harness, recorder
+from sparse_attn_conformance.plugin.selection import kernel_of, kernel_spec
 
 
 def register_report(config) -> None:
@@ -21,7 +21,7 @@ def register_report(config) -> None:
     out = config.getoption("report_dir")
     if not out:
         return
-    from reports.collector import ReportCollector
+    from sparse_attn_conformance.reports.collector import ReportCollector
 
     config.pluginmanager.register(ReportCollector(config, kernel_spec(config)),
                                   "sparse-attn-report")

@@ -16,11 +16,20 @@ import os
 import pytest
 from hypothesis import settings
 
-from conformance.recorder import TEST_KEY
-from contracts import CONVENTIONS, DEFAULT_CONVENTION, ContractError, formats
-from kernels import registry
-from kernels.interface import KernelUnderTest, max_packed_batch_of, unavailable_reason
-from plugin import hypothesis_hooks, profiles
+from sparse_attn_conformance.conformance.recorder import TEST_KEY
+from sparse_attn_conformance.contracts import (
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    ContractError,
+    formats,
+)
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.interface import (
+    KernelUnderTest,
+    max_packed_batch_of,
+    unavailable_reason,
+)
+from sparse_attn_conformance.plugin import hypothesis_hooks, profiles
 
 ENV_KERNEL = "SPARSE_ATTN_KERNEL"
 ENV_CONTRACT = "SPARSE_ATTN_CONTRACT"
@@ -133,7 +142,7 @@ def pytest_report_header(config):
 
 
 #: The suite's own v2 window-metadata builder, always checked.
-SUITE_WINDOW_BUILDER = "strategies.v2.windows:window_rows"
+SUITE_WINDOW_BUILDER = "sparse_attn_conformance.strategies.v2.windows:window_rows"
 
 
 @dataclasses.dataclass(frozen=True)

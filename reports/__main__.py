@@ -1,14 +1,14 @@
-"""`python -m reports merge RUN.json [RUN.json ...] -o PAGE.html`: several runs (several
-kernels, or a kill-rate run beside others) on one page."""
+"""`python -m sparse_attn_conformance.reports merge RUN.json [RUN.json ...] -o PAGE.html`: several
+runs (several kernels, or a kill-rate run beside others) on one page."""
 
 import argparse
 import sys
 
-from reports import html, model
+from sparse_attn_conformance.reports import html, model
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reports")
+    ap = argparse.ArgumentParser(prog="python -m sparse_attn_conformance.reports")
     sub = ap.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="merge run reports into one HTML page")
     merge.add_argument("runs", nargs="+", help="conformance-*.json files")

@@ -8,7 +8,7 @@ import math
 
 import jinja2
 
-from reports import model
+from sparse_attn_conformance.reports import model
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -35,7 +35,7 @@ COVERAGE_TEXT = (
     "drew no examples (skipped, or not a Hypothesis test) or a report without coverage.")
 
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"),
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader(__package__, "templates"),
                           autoescape=True, trim_blocks=True, lstrip_blocks=True,
                           keep_trailing_newline=True)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from contracts.v1 import DIMS, Preconditions
+from sparse_attn_conformance.contracts.v1 import DIMS, Preconditions
 
 #: Largest value drawn per dimension (the contract has no upper bound; these reach well
 #: beyond the model's B=64, S=2, H=64, D=512, WIN=128, IDX_TOPK=512, BLOCK=128).

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from contracts.v1 import Preconditions
-from contracts.v2 import INT32_MAX
-from strategies.config import SCALE_FACTORS, Config, cost
+from sparse_attn_conformance.contracts.v1 import Preconditions
+from sparse_attn_conformance.contracts.v2 import INT32_MAX
+from sparse_attn_conformance.strategies.config import SCALE_FACTORS, Config, cost
 
 # The edges the modes (here and in strategies/v2/edges.py) reach, and so the thresholds of
-# the coverage corners that count them (strategies/coverage.py, strategies/v2/corners.py);
+# the coverage corners that count them (strategies/v1/coverage.py, strategies/v2/corners.py);
 # INT32_MAX is the contract's (every int32 argument's) own.
 #: Integers above this are not all exact in fp32.
 FP32_EXACT = 2**24

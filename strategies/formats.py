@@ -30,8 +30,8 @@ import dataclasses
 import torch
 from hypothesis import strategies as st
 
-from contracts import formats, front_end
-from contracts.formats import E4M3_NAN_CODES, UE8M0_BIAS, Format
+from sparse_attn_conformance.contracts import formats, front_end
+from sparse_attn_conformance.contracts.formats import E4M3_NAN_CODES, UE8M0_BIAS, Format
 
 REGIMES = ("quantised", "raw", "mixed")
 #: e4m3 codes a careless decoder gets wrong: +-0, the subnormals' ends, the smallest

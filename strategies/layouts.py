@@ -1,9 +1,9 @@
-"""Memory layouts of a call's tensor arguments (kernels/layout.py): contiguous or not.
+"""Memory layouts of a call's tensor arguments (contracts/layout.py): contiguous or not.
 
 `layouts(tensors)` draws an `Inputs.layout` mapping for given tensors: most often all
 contiguous (the empty mapping, which is also what it shrinks to), sometimes one argument in
 a non-contiguous kind, sometimes several. Each argument gets only a kind that applies to its
-tensor (`kernels.layout.applicable_kinds`: ``expanded`` needs values constant along a
+tensor (`contracts.layout.applicable_kinds`: ``expanded`` needs values constant along a
 dimension, ``transposed`` two dimensions of size > 1, ...).
 
 It makes at most one Hypothesis choice per tensor argument plus one, whatever the tensors'
@@ -25,8 +25,8 @@ from collections.abc import Mapping
 import torch
 from hypothesis import strategies as st
 
-from contracts.inputs import LaidOut
-from kernels.layout import KINDS, applicable_kinds
+from sparse_attn_conformance.contracts.inputs import LaidOut
+from sparse_attn_conformance.contracts.layout import KINDS, applicable_kinds
 
 #: Out of the first choice's 8 values: 0-3 all contiguous, 4-6 one argument, 7 several.
 _MODES = 8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from strategies.config import DEFAULT_BUDGET, Config
+from sparse_attn_conformance.strategies.config import DEFAULT_BUDGET, Config
 
 #: Batches whose per-batch values Hypothesis draws itself.
 FEATURED = 8

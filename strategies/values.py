@@ -21,7 +21,7 @@ import math
 import torch
 from hypothesis import strategies as st
 
-from contracts.v1 import DOMAIN_LIMIT_LOG2
+from sparse_attn_conformance.contracts.v1 import DOMAIN_LIMIT_LOG2
 
 #: Typical logit spread per example: tame to large (softmax nearly one-hot).
 LOGIT_SCALES = (1.0, 0.0, 0.1, 4.0, 16.0, 64.0)

@@ -4,7 +4,7 @@ catches a mutant must give CI the same verdict every run (random dev examples mi
 edge mode in one run of 200). The plugin, which loads the profile for a conformance run, stays
 off here; the workers share the cores as a conformance run's do."""
 
-from plugin import cores, profiles
+from sparse_attn_conformance.plugin import cores, profiles
 
 
 def pytest_configure(config):

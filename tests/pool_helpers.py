@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import conformance
+from sparse_attn_conformance import conformance
 
 SUITE = Path(conformance.__file__).resolve().parent
 ROOT = SUITE.parent

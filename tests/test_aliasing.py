@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conformance import test_aliasing
-from conformance.draw import draw_case
-from contracts.v1 import live_mask
-from contracts.v2 import live_lanes
-from kernels.registry import kernel_under_test
+from sparse_attn_conformance.conformance import test_aliasing
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.contracts.v1 import live_mask
+from sparse_attn_conformance.contracts.v2 import live_lanes
+from sparse_attn_conformance.kernels.registry import kernel_under_test
 from tests.in_profile import in_profile
 
 PROPERTIES = [test_aliasing.test_two_live_entries_on_one_physical_row_count_twice]

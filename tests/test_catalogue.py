@@ -6,17 +6,17 @@ import re
 
 import pytest
 
-from contracts.v1 import ContractError, Preconditions
-from kernels import registry
-from kernels.interface import KernelUnderTest
-from kernels.mutants import MUTANTS
-from kernels.mutants_fp8 import MUTANTS_FP8
-from kernels.mutants_lse import MUTANTS_LSE
-from kernels.mutants_v2 import MUTANTS_V2
-from kernels.pypto_program import BUGS
-from kernels.pypto_v2_program import BUGS as V2_BUGS
-from kernels.triton_kernel import BUG_NAMES as TRITON_BUGS
-from nightly.killrate import DEFAULT_KERNELS
+from sparse_attn_conformance.contracts.v1 import ContractError, Preconditions
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.faulty.fp8 import MUTANTS_FP8
+from sparse_attn_conformance.kernels.faulty.lse import MUTANTS_LSE
+from sparse_attn_conformance.kernels.faulty.v1 import MUTANTS
+from sparse_attn_conformance.kernels.faulty.v2 import MUTANTS_V2
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.pypto.program import BUGS
+from sparse_attn_conformance.kernels.pypto.v2_program import BUGS as V2_BUGS
+from sparse_attn_conformance.kernels.triton.kernel import BUG_NAMES as TRITON_BUGS
+from sparse_attn_conformance.nightly.killrate import DEFAULT_KERNELS
 
 
 def test_catalogue_names_every_kernel_once_in_one_style():

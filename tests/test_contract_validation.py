@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from contracts.v1 import ContractError, Preconditions, derived_lengths, live_mask, validate
+from sparse_attn_conformance.contracts.v1 import (
+    ContractError,
+    Preconditions,
+    derived_lengths,
+    live_mask,
+    validate,
+)
 
 
 def valid_kwargs(B=2, S=2, H=2, D=8, WIN=4, IDX_TOPK=2, BLOCK=2):
@@ -93,7 +99,7 @@ def test_preconditions_reject_unknown_dims():
 
 
 def test_preconditions_accept_declared_whole_shapes_only_whole():
-    from contracts.v1 import Preconditions
+    from sparse_attn_conformance.contracts.v1 import Preconditions
 
     pre = Preconditions(dims={"H": (2,), "D": (16,), "B": (1, 2)},
                         shapes=({"H": 64, "D": 512},))

@@ -4,7 +4,13 @@ and the value; ignored lanes may hold anything."""
 import pytest
 import torch
 
-from contracts.v2 import INT32_MAX, ContractError, cmp_bound, live_lanes, validate
+from sparse_attn_conformance.contracts.v2 import (
+    INT32_MAX,
+    ContractError,
+    cmp_bound,
+    live_lanes,
+    validate,
+)
 
 
 def valid_kwargs(B=2, S=2, H=2, D=8, WIN=4, IDX_TOPK=2, BLOCK=2, ratio=4):
@@ -99,7 +105,7 @@ def test_validating_and_gathering_follow_the_entries_read_not_the_table_size():
 
     code = textwrap.dedent("""
         import resource, torch
-        from contracts.v2 import validate
+        from sparse_attn_conformance.contracts.v2 import validate
         T = 70000
         kw = dict(q=torch.zeros(T, 1, 1, dtype=torch.bfloat16),
                   ori_kv=torch.zeros(1, 1, 1, dtype=torch.bfloat16),

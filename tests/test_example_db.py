@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nightly import example_db
+from sparse_attn_conformance.nightly import example_db
 from tests.pool_helpers import SUITE, run_pytest
 
 TEST = str(SUITE / "test_sink_and_empty.py") + "::test_zero_query_closed_form"

@@ -1,5 +1,5 @@
 """flashinfer's V4 torch reference as a v2 kernel on fp8_ds_v4 pools
-(kernels/flashinfer_reference.py): its declarations, and one small hand-built call against
+(kernels/adapters/flashinfer.py): its declarations, and one small hand-built call against
 the suite's reference (skipped, with the reason, when flashinfer-python is not installed)."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts import formats, v2
-from kernels import flashinfer_reference, reference
-from kernels.interface import KernelUnderTest
-from strategies.formats import quantise
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts import formats, v2
+from sparse_attn_conformance.kernels.adapters import flashinfer as flashinfer_reference
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.strategies.formats import quantise
 
 REASON = flashinfer_reference.sparse_attn.available()
 needs_flashinfer = pytest.mark.skipif(REASON is not None, reason=str(REASON))
@@ -22,12 +23,12 @@ FMT = formats.FORMATS["fp8_ds_v4"]
 
 
 def test_declarations():
-    k = KernelUnderTest.of("kernels.flashinfer_reference:sparse_attn",
+    k = KernelUnderTest.of("sparse_attn_conformance.kernels.adapters.flashinfer:sparse_attn",
                            flashinfer_reference.sparse_attn)
     assert k.convention == "v2" and k.kv_formats == ("fp8_ds_v4",)
     assert k.lse is not None and k.lse.base == "e" and k.lse.with_sink
     assert k.pre.dims == {"D": (512,)}
-    k = KernelUnderTest.of("kernels.flashinfer_reference:sparse_attn_o",
+    k = KernelUnderTest.of("sparse_attn_conformance.kernels.adapters.flashinfer:sparse_attn_o",
                            flashinfer_reference.sparse_attn_o)
     assert k.lse is None
 
@@ -65,7 +66,7 @@ def test_matches_the_reference_on_a_small_call():
     att = inputs.attended()
     expected = reference.sparse_attn_v2(**kw).double()
     result = compare(o.double(), expected, tolerance(att, golden(att)), "flashinfer",
-                     "kernels.reference.sparse_attn_v2", att.row_dims)
+                     "kernels.torch.reference.sparse_attn_v2", att.row_dims)
     assert result.ok, result.message
     assert torch.equal(o[3].float(), torch.zeros(inputs.H, 512))  # no live lane: exact 0
     # the LSE, natural log with the sink: recomputed here from the dequantised rows

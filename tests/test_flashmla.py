@@ -1,4 +1,4 @@
-"""The FlashMLA adapter's translation (kernels/flashmla.py), checked on CPU.
+"""The FlashMLA adapter's translation (kernels/adapters/flashmla.py), checked on CPU.
 
 No GPU and no FlashMLA here: `emulate_sparse_fwd` below is an EMULATION of
 `flash_mla.flash_mla_sparse_fwd` in torch, used only in this file. With `model="docs"` it
@@ -18,11 +18,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from attention.compare import compare, golden, tolerance
-from contracts.v1 import Inputs, gather_rows, live_mask, validate
-from kernels import flashmla, registry
-from kernels.flashmla import TOPK_ALIGN, flat_rows, translate
-from strategies.cases import cases
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts.v1 import Inputs, gather_rows, live_mask, validate
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.adapters import flashmla
+from sparse_attn_conformance.kernels.adapters.flashmla import TOPK_ALIGN, flat_rows, translate
+from sparse_attn_conformance.strategies.v1.cases import cases
 
 LOG2_E = 1.4426950408889634
 #: the SM90 kernel's initial running max, in log2 units (`MAX_INIT_VAL` in its config.h)

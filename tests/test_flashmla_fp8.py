@@ -1,4 +1,4 @@
-"""The FlashMLA FP8 sparse decode adapters (kernels/flashmla_fp8.py), checked on the CPU.
+"""The FlashMLA FP8 sparse decode adapters (kernels/adapters/flashmla_fp8.py), checked on the CPU.
 
 No GPU and no FlashMLA here: `standin` below is an EMULATION of the wheel's
 `flash_mla.flash_mla_with_kvcache(..., use_legacy=True)` in torch, used only in this file.
@@ -12,7 +12,7 @@ caches, times `exp(lse) / (exp(lse) + exp(attn_sink))`, `lse` natural log withou
 rounded to bf16 and the dequantised rows to bf16 before the dot products, as the SM90
 kernel's source does (a prediction, docs/findings/flashmla.md).
 
-The adapter + emulation must match `kernels.reference.sparse_attn_v2` (attention.compare)
+The adapter + emulation must match `kernels.torch.reference.sparse_attn_v2` (attention.compare)
 and the reference LSE (attention.lse) on drawn cases, in each adapter's format.
 """
 
@@ -25,13 +25,13 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from attention.compare import compare, golden, tolerance
-from attention.lse import compare_lse
-from conformance.draw import draw_case
-from contracts import v2
-from kernels import flashmla_fp8
-from kernels.interface import KernelUnderTest
-from plugin import profiles
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.attention.lse import compare_lse
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.contracts import v2
+from sparse_attn_conformance.kernels.adapters import flashmla_fp8
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.plugin import profiles
 
 ADAPTERS = {
     "sparse_attn_v4": flashmla_fp8.sparse_attn_v4,
@@ -173,7 +173,7 @@ def on_cpu(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_declarations(name):
-    k = KernelUnderTest.of(f"kernels.flashmla_fp8:{name}", ADAPTERS[name])
+    k = KernelUnderTest.of(f"kernels.adapters.flashmla_fp8:{name}", ADAPTERS[name])
     fmt = "fp8_ds_mla" if name.endswith("v32") else "fp8_ds_v4"
     assert k.convention == "v2" and k.kv_formats == (fmt,)
     assert k.lse == flashmla_fp8.LSE_DECL
@@ -220,7 +220,7 @@ def _check(name, inputs, out, lse):
 @pytest.mark.parametrize("name", ["sparse_attn_v32", "sparse_attn_v4"])
 def test_adapter_and_emulation_match_the_reference(name, on_cpu):
     fn = ADAPTERS[name]
-    kernel = KernelUnderTest.of(f"kernels.flashmla_fp8:{name}", fn)
+    kernel = KernelUnderTest.of(f"kernels.adapters.flashmla_fp8:{name}", fn)
 
     @settings(max_examples=4, deadline=None, database=None,
               suppress_health_check=list(HealthCheck),
@@ -239,8 +239,8 @@ def test_adapter_and_emulation_match_the_reference(name, on_cpu):
 def _fixed_call(H=64, fmt="fp8_ds_v4", seed=0):
     """A small v2 call by hand: 2 batches x 2 tokens, BLOCK 64, some empty lanes, one token
     with nothing live (its window empty, its compressed ids past the cut)."""
-    from contracts import formats
-    from strategies.formats import quantise
+    from sparse_attn_conformance.contracts import formats
+    from sparse_attn_conformance.strategies.formats import quantise
 
     g = torch.Generator().manual_seed(seed)
     F = formats.FORMATS[fmt]

@@ -16,12 +16,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from contracts import ContractError, Preconditions, formats, v1, v2
-from contracts.formats import FORMATS
-from kernels.interface import KernelUnderTest
-from kernels.reference import sparse_attn_v2
-from strategies.formats import quantise
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.contracts import ContractError, Preconditions, formats, v1, v2
+from sparse_attn_conformance.contracts.formats import FORMATS
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.torch.reference import sparse_attn_v2
+from sparse_attn_conformance.strategies.formats import quantise
 
 MLA, V4 = FORMATS["fp8_ds_mla"], FORMATS["fp8_ds_v4"]
 

@@ -4,7 +4,7 @@ profile runs under another, derandomized examples repeat, and the property is le
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugin import profiles
+from sparse_attn_conformance.plugin import profiles
 from tests.in_profile import in_profile
 
 seen: list = []

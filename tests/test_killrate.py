@@ -3,9 +3,9 @@
 import copy
 import json
 
-from nightly import killrate
-from nightly.killrate import summarise, table
-from reports.model import run_stem
+from sparse_attn_conformance.nightly import killrate
+from sparse_attn_conformance.nightly.killrate import summarise, table
+from sparse_attn_conformance.reports.model import run_stem
 
 
 def result(kernel, prop, status, examples=10, first=None, seconds=1.0, size=None,

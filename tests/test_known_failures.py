@@ -3,7 +3,7 @@ run), matched by kernel and suite version; a malformed file is a usage error."""
 
 import pytest
 
-from nightly import known_failures
+from sparse_attn_conformance.nightly import known_failures
 from tests.pool_helpers import SUITE, run_pytest
 
 ENTRY = """

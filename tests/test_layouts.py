@@ -1,4 +1,4 @@
-"""Non-contiguous arguments: kernels/layout.py, `Inputs.layout`, strategies/layouts.py, and the
+"""Non-contiguous arguments: contracts/layout.py, `Inputs.layout`, strategies/layouts.py, and the
 correct kernels giving the same bits whatever the layout."""
 
 import math
@@ -10,10 +10,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from contracts.v1 import ARGUMENTS, ContractError, Inputs, live_mask, validate
-from kernels import positional, pypto_kernel, reference, tiled
-from kernels.layout import KINDS, applicable_kinds, constant_dims, present, why_not
-from strategies.layouts import laid_out, layouts
+from sparse_attn_conformance.contracts.layout import (
+    KINDS,
+    applicable_kinds,
+    constant_dims,
+    present,
+    why_not,
+)
+from sparse_attn_conformance.contracts.v1 import (
+    ARGUMENTS,
+    ContractError,
+    Inputs,
+    live_mask,
+    validate,
+)
+from sparse_attn_conformance.kernels.pypto import kernel as pypto_kernel
+from sparse_attn_conformance.kernels.torch import positional, reference, tiled
+from sparse_attn_conformance.strategies.layouts import laid_out, layouts
 
 TENSORS = ARGUMENTS[:-2]
 DTYPES = (torch.bfloat16, torch.float32, torch.int32)
@@ -53,7 +66,7 @@ def claim_holds(out: torch.Tensor, kind: str) -> bool:
     return not out.is_contiguous()
 
 
-# -- kernels/layout.py ------------------------------------------------------------------------
+# -- contracts/layout.py ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

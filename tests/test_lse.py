@@ -1,7 +1,7 @@
 """The LSE a kernel returns beside its output (docs/contract.md section 13): the reference's
 LSE (attention/lse.py) on cases worked out by hand, its comparison's rules (base, empty
 tokens, infinities, NaN, the tolerance), the harness' handling of a kernel's `(o, lse)`
-(conformance/harness.py `call`), and the seeded faulty LSE kernels (kernels/mutants_lse.py),
+(conformance/harness.py `call`), and the seeded faulty LSE kernels (kernels/faulty/lse.py),
 each killed by a property's assertion in the kill profile while the correct LSE kernels
 pass."""
 
@@ -12,16 +12,17 @@ import math
 import pytest
 import torch
 
-from attention import lse as L
-from attention.attended import Attended
-from conformance import harness
-from conformance import test_reference_match as reference_match
-from conformance import test_sink_and_empty as sink_and_empty
-from contracts import v1
-from kernels import reference, registry
-from kernels.interface import LSE, KernelUnderTest
-from kernels.mutants_lse import MUTANTS_LSE
-from kernels.tiled import TiledKernel
+from sparse_attn_conformance.attention import lse as L
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.conformance import harness
+from sparse_attn_conformance.conformance import test_reference_match as reference_match
+from sparse_attn_conformance.conformance import test_sink_and_empty as sink_and_empty
+from sparse_attn_conformance.contracts import v1
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.faulty.lse import MUTANTS_LSE
+from sparse_attn_conformance.kernels.interface import LSE, KernelUnderTest
+from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.kernels.torch.tiled import TiledKernel
 from tests.in_profile import in_profile
 from tests.test_contract_validation import valid_kwargs
 
@@ -205,8 +206,8 @@ def test_a_wrong_lse_fails_the_property_naming_the_worst_entry():
 # -- the catalogue and the kill profile --------------------------------------------------------
 
 def test_lse_kernels_are_registered():
-    assert registry.CORRECT["reference-lse"] == "kernels.reference:sparse_attn_lse"
-    assert registry.CORRECT["reference-v2-lse"] == "kernels.reference:sparse_attn_v2_lse"
+    assert registry.CORRECT["reference-lse"] == "sparse_attn_conformance.kernels.torch.reference:sparse_attn_lse"
+    assert registry.CORRECT["reference-v2-lse"] == "sparse_attn_conformance.kernels.torch.reference:sparse_attn_v2_lse"
     assert {"reference-lse", "reference-v2-lse"} <= set(registry.TORCH)
     assert registry.kernel_under_test("reference-lse").lse == LSE(base="2", with_sink=True)
     assert registry.kernel_under_test("reference-v2-lse").lse == LSE(
@@ -250,7 +251,7 @@ def test_correct_lse_kernels_pass(name):
 
 
 class TiledLSE(TiledKernel):
-    """The v1 tiled kernel (kernels/tiled.py: 64-key tiles, an online softmax) returning the
+    """The v1 tiled kernel (kernels/torch/tiled.py: 64-key tiles, an online softmax) returning the
     LSE of its own running state, `m + log(l)` with the sink folded in under the max shift:
     another summation order than the reference's, which the tolerance must admit."""
 

@@ -1,4 +1,4 @@
-"""The threshold mutants (kernels/mutants.py): each is right just below its threshold and
+"""The threshold mutants (kernels/faulty/v1.py): each is right just below its threshold and
 clearly wrong (or faulting) just above it, on inputs built by hand. The correct device-style
 kernel passes on every one of these inputs, so the inputs themselves are in the contract."""
 
@@ -9,10 +9,10 @@ import inspect
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts.v1 import validate, validate_output
-from kernels.mutants import MUTANTS
-from kernels.tiled import TiledKernel
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts.v1 import validate, validate_output
+from sparse_attn_conformance.kernels.faulty.v1 import MUTANTS
+from sparse_attn_conformance.kernels.torch.tiled import TiledKernel
 
 
 def make(*, B=1, S=1, H=1, D=8, WIN=4, IDX_TOPK=0, BLOCK=4, cmp_cols=1, n_cmp=1,

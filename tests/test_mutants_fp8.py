@@ -1,4 +1,4 @@
-"""The quantised-path kernels (kernels/mutants_fp8.py): the correct FP8 scaffold decodes
+"""The quantised-path kernels (kernels/faulty/fp8.py): the correct FP8 scaffold decodes
 every record exactly as the contract does and passes the reference property, and each of
 its seeded faulty kernels (one bug switch apiece) is killed by a property's own assertion
 in the kill-rate run's profile, not by a crash.
@@ -14,12 +14,18 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conformance import test_reference_match
-from contracts import formats
-from kernels import registry
-from kernels.mutants_fp8 import BUGS, MUTANTS_FP8, Fp8DequantV2, dequantise, sparse_attn
-from nightly.killrate import DEFAULT_KERNELS
-from strategies.formats import quantise, raw_groups
+from sparse_attn_conformance.conformance import test_reference_match
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.faulty.fp8 import (
+    BUGS,
+    MUTANTS_FP8,
+    Fp8DequantV2,
+    dequantise,
+    sparse_attn,
+)
+from sparse_attn_conformance.nightly.killrate import DEFAULT_KERNELS, FP8_PATH
+from sparse_attn_conformance.strategies.formats import quantise, raw_groups
 
 #: bug -> the property that kills it (the cheapest: every one dies in its first examples)
 KILLED_BY = {bug: test_reference_match.test_matches_reference for bug in BUGS}
@@ -53,17 +59,18 @@ def in_kill_profile(prop, max_examples: int | None = None):
 # -- the catalogue ----------------------------------------------------------------------------
 
 def test_scaffold_and_mutants_are_registered_torch_kernels():
-    assert registry.CORRECT["fp8-dequant-v2"] == "kernels.mutants_fp8:sparse_attn"
+    assert registry.CORRECT["fp8-dequant-v2"] == "sparse_attn_conformance.kernels.faulty.fp8:sparse_attn"
     assert "fp8-dequant-v2" in registry.TORCH
     assert registry.load("fp8-dequant-v2") is sparse_attn
     assert sparse_attn.bug is None and sparse_attn.convention == "v2"
+    # the FP8 path's kill-rate runs apart from the default one (nightly/killrate.py FP8_PATH)
     default = DEFAULT_KERNELS.split(",")
-    assert "fp8-dequant-v2" in default
+    assert "fp8-dequant-v2" not in default and "fp8-dequant-v2".startswith(FP8_PATH)
     assert len(MUTANTS_FP8) >= 10 and set(MUTANTS_FP8) == set(BUGS)
     for bug, kernel in MUTANTS_FP8.items():
         name = f"mutant-fp8-{bug}"
         entry = registry.CATALOGUE[name]
-        assert entry.faulty and entry.torch and name in default, name
+        assert entry.faulty and entry.torch and name not in default and name.startswith(FP8_PATH), name
         assert entry.load() is kernel
         # the scaffold with exactly one switch set, reading the formats its bug touches
         assert type(kernel) is Fp8DequantV2 and kernel.bug == bug

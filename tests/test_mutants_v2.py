@@ -1,5 +1,5 @@
-"""The v2 device-style kernel (kernels/tiled_v2.py) and its seeded faulty kernels
-(kernels/mutants_v2.py): the correct kernel matches the reference on hand-built inputs that
+"""The v2 device-style kernel (kernels/torch/tiled_v2.py) and its seeded faulty kernels
+(kernels/faulty/v2.py): the correct kernel matches the reference on hand-built inputs that
 cover v2's corners, and every mutant differs from the reference beyond the tolerance on a
 hand-built input (its bug is reachable); the correct kernel passes on that input too, so the
 input itself is in the contract."""
@@ -11,11 +11,11 @@ import inspect
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts.v2 import validate, validate_output
-from kernels import registry
-from kernels.mutants_v2 import MUTANTS_V2
-from kernels.tiled_v2 import TiledKernelV2, sparse_attn
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts.v2 import validate, validate_output
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.faulty.v2 import MUTANTS_V2
+from sparse_attn_conformance.kernels.torch.tiled_v2 import TiledKernelV2, sparse_attn
 
 NAN = float("nan")
 
@@ -332,8 +332,8 @@ def test_mutant_is_wrong_on_its_input(name):
 # -- the catalogue and the one-bug rule ------------------------------------------------------
 
 def test_v2_kernels_are_registered():
-    assert registry.CORRECT["reference-v2"] == "kernels.reference:sparse_attn_v2"
-    assert registry.CORRECT["tiled-v2"] == "kernels.tiled_v2:sparse_attn"
+    assert registry.CORRECT["reference-v2"] == "sparse_attn_conformance.kernels.torch.reference:sparse_attn_v2"
+    assert registry.CORRECT["tiled-v2"] == "sparse_attn_conformance.kernels.torch.tiled_v2:sparse_attn"
     assert {"reference-v2", "tiled-v2"} <= set(registry.TORCH)
     assert registry.load("tiled-v2").convention == "v2"
     assert registry.load("reference-v2").convention == "v2"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from kernels import registry
-from plugin import profiles
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.plugin import profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
 #: the GPU kernels of the catalogue the night must cover
-GPU_KERNELS = {"triton", "flashmla", "kernels.flashmla_fp8:sparse_attn_v4",
-               "kernels.flashmla_fp8:sparse_attn_v32"}
+GPU_KERNELS = {"triton", "flashmla", "sparse_attn_conformance.kernels.adapters.flashmla_fp8:sparse_attn_v4",
+               "sparse_attn_conformance.kernels.adapters.flashmla_fp8:sparse_attn_v32"}
 
 
 def run_blocks(text: str) -> list[str]:
@@ -156,10 +156,10 @@ def test_kernel_specs_resolve_and_load():
 
 
 def test_merge_reads_the_reports_the_runs_write():
-    merges = [c for c in all_commands() if c[1:4] == ["-m", "reports", "merge"]]
+    merges = [c for c in all_commands() if c[1:4] == ["-m", "sparse_attn_conformance.reports", "merge"]]
     assert len(merges) == 1, merges
     cmd = merges[0]
-    assert importlib.util.find_spec("reports.__main__") is not None
+    assert importlib.util.find_spec("sparse_attn_conformance.reports.__main__") is not None
     assert "-o" in cmd and cmd[cmd.index("-o") + 1].endswith(".html")
     pattern = cmd[4]
     assert pattern == "report-*/conformance-*.json"

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from kernels import pypto_pool
-from nightly import npu_pool
+from sparse_attn_conformance.kernels.pypto import pool as pypto_pool
+from sparse_attn_conformance.nightly import npu_pool
 from tests.pool_helpers import SUITE, run_pytest
 
 PROBE = """
 import json, os, tempfile
-from kernels.reference import sparse_attn as _ref
+from sparse_attn_conformance.kernels.torch.reference import sparse_attn as _ref
 
 KEYS = ("ASCEND_RT_VISIBLE_DEVICES", "SPARSE_ATTN_NPU_CARD", "TILE_FWK_OUTPUT_DIR",
         "ASCEND_PROCESS_LOG_PATH", "PYPTO_HOME", "PYTEST_XDIST_WORKER")

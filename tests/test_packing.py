@@ -9,11 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import harness, packing
-from contracts.v1 import Preconditions
-from kernels import reference
-from kernels.interface import KernelUnderTest
-from strategies.cases import cases
+from sparse_attn_conformance.conformance import harness, packing
+from sparse_attn_conformance.contracts.v1 import Preconditions
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.strategies.v1.cases import cases
 
 SMALL = Preconditions(dims={"H": (2,), "D": (8,), "WIN": (4,), "BLOCK": (2,), "S": (1, 2),
                             "B": (1, 2, 3)})

@@ -4,7 +4,7 @@ stays out of a project that did not ask for the suite."""
 import subprocess
 import sys
 
-from kernels import registry
+from sparse_attn_conformance.kernels import registry
 
 
 def pytest_cli(*args, cwd=None):
@@ -29,7 +29,7 @@ def test_unknown_kernel_is_a_clear_usage_error():
 
 def test_module_callable_kernel_and_env_variable(tmp_path):
     (tmp_path / "my_kernel.py").write_text(
-        "from kernels.reference import sparse_attn as _ref\n"
+        "from sparse_attn_conformance.kernels.torch.reference import sparse_attn as _ref\n"
         "def attn(**kw):\n    return _ref(**kw)\n")
     import os
     env = dict(os.environ, SPARSE_ATTN_KERNEL="my_kernel:attn",
@@ -58,7 +58,7 @@ def test_slow_kernel_runs_its_declared_share_of_examples(tmp_path):
     import json
     import os
     (tmp_path / "slow_kernel.py").write_text(
-        "from kernels.reference import sparse_attn as _ref\n"
+        "from sparse_attn_conformance.kernels.torch.reference import sparse_attn as _ref\n"
         "def attn(**kw):\n    return _ref(**kw)\n"
         "attn.example_fraction = 0.1\n"
         "def bad(**kw):\n    return _ref(**kw)\n"
@@ -116,11 +116,14 @@ def test_a_foreign_project_is_left_alone(tmp_path):
 def test_plugin_and_reports_import_nothing_of_each_other():
     code = (
         "import sys, importlib\n"
-        "import plugin.entry\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reports', 'kernels', 'torch')))\n"
+        "import sparse_attn_conformance.plugin.entry\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'\n"
+        "             or m.split('.')[:2] in (['sparse_attn_conformance', 'reports'],\n"
+        "                                    ['sparse_attn_conformance', 'kernels'])))\n"
         "for m in ('reports.collector', 'reports.html', 'reports.model', 'reports.__main__'):\n"
-        "    importlib.import_module(m)\n"
+        "    importlib.import_module('sparse_attn_conformance.' + m)\n"
         "jobs = ('plugin.selection', 'plugin.reporting', 'plugin.replay')\n"
+        "jobs = tuple('sparse_attn_conformance.' + j for j in jobs)\n"
         "print(sorted(m for m in sys.modules if m in jobs))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr

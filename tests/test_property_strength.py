@@ -4,14 +4,14 @@ in-process, against the faulty kernel named beside it, and must fail by its own 
 
 import pytest
 
-from conformance import (
+from sparse_attn_conformance.conformance import (
     test_aliasing,
     test_dequantisation,
     test_determinism,
     test_reference_match,
     test_sink_and_empty,
 )
-from conformance.v1 import (
+from sparse_attn_conformance.conformance.v1 import (
     test_causal_length,
     test_independence,
     test_invariance,
@@ -20,10 +20,10 @@ from conformance.v1 import (
     test_position_causality,
     test_regression_fixture,
 )
-from conformance.v2 import test_causal_cut
-from conformance.v2 import test_independence as test_independence_v2
-from conformance.v2 import test_invariance as test_invariance_v2
-from kernels.registry import kernel_under_test
+from sparse_attn_conformance.conformance.v2 import test_causal_cut
+from sparse_attn_conformance.conformance.v2 import test_independence as test_independence_v2
+from sparse_attn_conformance.conformance.v2 import test_invariance as test_invariance_v2
+from sparse_attn_conformance.kernels.registry import kernel_under_test
 from tests.in_profile import in_profile
 
 CATCHES = [

@@ -1,10 +1,10 @@
-"""Fails loudly when the pypto 0.2.0 workaround (kernels.pypto_compat) stops applying."""
+"""Fails loudly when the pypto 0.2.0 workaround (kernels.pypto.compat) stops applying."""
 
 import inspect
 
 import pytest
 
-from kernels import pypto_compat
+from sparse_attn_conformance.kernels.pypto import compat as pypto_compat
 
 
 def test_installed_pypto_is_the_pinned_version():
@@ -64,8 +64,8 @@ def test_patched_call_gives_the_numbers_without_the_perf_model(tmp_path):
     script = (
         "import os, sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-        "from kernels import pypto_compat; pypto_compat.apply()\n"
-        "from kernels.pypto_calculator import ensure_calculator; ensure_calculator()\n"
+        "from sparse_attn_conformance.kernels.pypto import compat as pypto_compat; pypto_compat.apply()\n"
+        "from sparse_attn_conformance.kernels.pypto.calculator import ensure_calculator; ensure_calculator()\n"
         "import pypto\n"
         "@pypto.frontend.jit(verify_options={'enable_pass_verify': True,\n"
         "                                    'pass_verify_pass_filter': ['no_verify']})\n"

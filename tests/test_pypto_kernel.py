@@ -6,14 +6,15 @@ import signal
 import pytest
 import torch
 
-from kernels import pypto_kernel, reference
-from kernels.pypto_runtime import (
+from sparse_attn_conformance.kernels.pypto import kernel as pypto_kernel
+from sparse_attn_conformance.kernels.pypto.runtime import (
     KernelCrashed,
     KernelTimeout,
     PyptoWorker,
     default_worker,
     describe_verify,
 )
+from sparse_attn_conformance.kernels.torch import reference
 
 B, S, H, D, WIN, BLOCK, IDX_TOPK = 2, 2, 2, 16, 8, 4, 8
 TOPK = WIN + IDX_TOPK
@@ -181,7 +182,7 @@ def test_a_pypto_exception_reaches_the_caller_and_the_next_call_is_clean():
     past the table): the failure carries pypto's own message, the op and the program line;
     the worker is replaced, so the next call is not poisoned by pypto's open recording state
     ("function nested is not allowed")."""
-    from kernels.pypto_runtime import KernelError, default_worker
+    from sparse_attn_conformance.kernels.pypto.runtime import KernelError, default_worker
 
     kw = causal_fixture()
     kw["topk_idxs"][:, :, WIN] = WIN  # slot == window_valid == table width: out of the table
@@ -191,7 +192,7 @@ def test_a_pypto_exception_reaches_the_caller_and_the_next_call_is_clean():
     message = str(info.value)
     first = message.splitlines()[0]
     assert "out of bounds" in first, message
-    assert "op GATHER_ELEMENT at " in message and "pypto_program.py:" in message, message
+    assert "op GATHER_ELEMENT at " in message and "pypto/program.py:" in message, message
     assert "function nested" not in message
     check(make_inputs(seed=6))  # the next call: fresh worker, right numbers
     assert default_worker().call(("ping",))[0] != pid
@@ -214,7 +215,7 @@ def test_logits_far_below_zero_still_get_their_softmax():
 def test_a_divergent_lowered_stage_fails_the_call_when_passes_are_verified(monkeypatch):
     """With per-pass verification on, a compiler pass whose result differs from the tensor
     graph is a failure of the call (the NPU would run the lowered program), not a note."""
-    from kernels.pypto_runtime import KernelError
+    from sparse_attn_conformance.kernels.pypto.runtime import KernelError
 
     kw = make_inputs(seed=1)
     dims, arrays = pypto_kernel.plan(pypto_kernel.validate(**kw))

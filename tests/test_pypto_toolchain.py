@@ -1,4 +1,4 @@
-"""The g++ cache pypto's worker compiles through (kernels/pypto_toolchain.py): a source that
+"""The g++ cache pypto's worker compiles through (kernels/pypto/toolchain.py): a source that
 differs only in full-line comments is served from the cache; any other difference, in the
 source, a header beside it or the flags, compiles afresh."""
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from kernels import pypto_toolchain
+from sparse_attn_conformance.kernels.pypto import toolchain as pypto_toolchain
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 

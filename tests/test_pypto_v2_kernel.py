@@ -1,14 +1,15 @@
-"""The v2 pypto kernel (kernels.pypto_v2_kernel) against the v2 reference on handcrafted
+"""The v2 pypto kernel (kernels.pypto.v2_kernel) against the v2 reference on handcrafted
 inputs, and its seeded bugs. Every call runs in the pypto worker process (seconds a call)."""
 
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts import v2
-from contracts.checks import ContractError
-from kernels import pypto_v2_kernel, reference
-from kernels.pypto_v2_program import BUGS
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts import v2
+from sparse_attn_conformance.contracts.checks import ContractError
+from sparse_attn_conformance.kernels.pypto import v2_kernel as pypto_v2_kernel
+from sparse_attn_conformance.kernels.pypto.v2_program import BUGS
+from sparse_attn_conformance.kernels.torch import reference
 
 H, D, BLOCK = 2, 16, 4
 N_ORI, N_CMP = 4, 6

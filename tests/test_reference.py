@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from kernels import reference
+from sparse_attn_conformance.kernels.torch import reference
 from tests.test_contract_validation import valid_kwargs
 
 

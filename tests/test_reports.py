@@ -17,10 +17,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import recorder
-from reports import html, model
-from strategies.config import Config
-from strategies.coverage import CORNERS
+from sparse_attn_conformance.conformance import recorder
+from sparse_attn_conformance.reports import html, model
+from sparse_attn_conformance.strategies.config import Config
+from sparse_attn_conformance.strategies.coverage import CORNERS
 
 FAST = ["conformance/v1/test_regression_fixture.py", "conformance/test_determinism.py",
         "conformance/test_sink_and_empty.py"]
@@ -263,7 +263,7 @@ def test_merge_with_a_report_without_coverage(tmp_path):
     for i, run in enumerate((old, new)):
         paths.append(str(tmp_path / f"r{i}.json"))
         model.write_json(run, paths[-1])
-    res = subprocess.run([sys.executable, "-m", "reports", "merge", *paths,
+    res = subprocess.run([sys.executable, "-m", "sparse_attn_conformance.reports", "merge", *paths,
                           "-o", str(tmp_path / "m.html")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "m.html").read_text()
@@ -288,7 +288,7 @@ def test_merged_page_shows_every_run(mixed_run, tmp_path):
 
 def test_merge_command(mixed_run, tmp_path):
     _, _, path, _ = mixed_run
-    res = subprocess.run([sys.executable, "-m", "reports", "merge", path, path,
+    res = subprocess.run([sys.executable, "-m", "sparse_attn_conformance.reports", "merge", path, path,
                           "-o", str(tmp_path / "m.html")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "Conformance matrix" in (tmp_path / "m.html").read_text()
@@ -307,7 +307,7 @@ class _Laid:
 def hand_inputs(scale=-0.5):
     """B=1, S=2, H=4 (off the 16-tile), D=8, WIN=4, TOPK=6, BLOCK=4; seqused_kv 5, token 0
     with no live entry, a garbage id in an unused compressed block-table column."""
-    from contracts.v1 import Inputs
+    from sparse_attn_conformance.contracts.v1 import Inputs
 
     topk = torch.tensor([[[-1] * 6, [0, 1, 2, 3, 4, -1]]], dtype=torch.int32)
     return Inputs(q=torch.ones(1, 2, 4, 8, dtype=torch.bfloat16),
@@ -365,7 +365,7 @@ def test_counterexample_says_what_kind_of_failure(error, kind):
 
 
 def test_failure_kind():
-    from conformance.harness import KernelFailure
+    from sparse_attn_conformance.conformance.failures import KernelFailure
 
     assert recorder.failure_kind(KernelFailure("kernel 'x' raised RuntimeError")) == "kernel-error"
     assert recorder.failure_kind(pytest.fail.Exception("check")) == "assertion"
@@ -400,11 +400,11 @@ def test_failure_kind_in_the_report(tmp_path):
     """Through pytest and the report: a kernel that raises is caught by a kernel error, a
     wrong one by the property's assertion (a hand-made call: no strategies involved)."""
     (tmp_path / "bad_kernels.py").write_text(
-        "from kernels.reference import sparse_attn as _ref\n"
+        "from sparse_attn_conformance.kernels.torch.reference import sparse_attn as _ref\n"
         "def raises(**kw):\n    raise RuntimeError('boom')\n"
         "def zeros(**kw):\n    return _ref(**kw) * 0\n")
     (tmp_path / "test_kinds.py").write_text(
-        "from conformance.harness import call, expect_matches\n"
+        "from sparse_attn_conformance.conformance.harness import call, expect_matches\n"
         "from tests.test_reports import hand_inputs\n"
         "def test_call(kernel):\n"
         "    inputs = hand_inputs(scale=0.5)\n"

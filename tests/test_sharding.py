@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from nightly import sharding
-from reports import html
+from sparse_attn_conformance.nightly import sharding
+from sparse_attn_conformance.reports import html
 from tests.pool_helpers import SUITE, run_pytest
 
 

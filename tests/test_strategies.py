@@ -9,14 +9,22 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from contracts.v1 import DOMAIN_LIMIT_LOG2, Preconditions, derived_lengths, gather_rows, live_mask, validate
-from strategies import edges
-from strategies.cases import cases
-from strategies.config import DEFAULT_BUDGET, Config, configs, cost
-from strategies.coverage import SEED_CONFIG, V1_CORNERS, corners
-from strategies.edges import EDGE_COLUMNS, EDGE_COST, LAUNCH_LIMIT
-from strategies.lengths import model_seqused
-from strategies.rows import RowRecipe, adversarial_row, canonical_row
+from sparse_attn_conformance.contracts.v1 import (
+    DOMAIN_LIMIT_LOG2,
+    Preconditions,
+    derived_lengths,
+    gather_rows,
+    live_mask,
+    validate,
+)
+from sparse_attn_conformance.strategies import edges
+from sparse_attn_conformance.strategies.config import DEFAULT_BUDGET, Config, configs, cost
+from sparse_attn_conformance.strategies.coverage import unexercised
+from sparse_attn_conformance.strategies.edges import EDGE_COLUMNS, EDGE_COST, LAUNCH_LIMIT
+from sparse_attn_conformance.strategies.lengths import model_seqused
+from sparse_attn_conformance.strategies.v1.cases import cases
+from sparse_attn_conformance.strategies.v1.coverage import SEED_CONFIG, V1_CORNERS, corners
+from sparse_attn_conformance.strategies.v1.rows import RowRecipe, adversarial_row, canonical_row
 
 
 @given(case=cases())
@@ -279,19 +287,19 @@ def _edge_property(case):
 
 def test_no_edge_mode_is_excluded_without_preconditions():
     assert edges.excluded(Preconditions()) == {}
-    assert not [line for line in Preconditions().unexercised() if "integer edge" in line]
+    assert not [line for line in unexercised(Preconditions()) if "integer edge" in line]
 
 
 @pytest.mark.parametrize("mode", edges.EDGE_MODES)
 def test_edge_modes_reach_their_edges_within_declared_dims(mode):
     """A kernel declaring dims still gets every edge its declaration admits, drawn at the
     declared D and H; the modes it excludes are named, with the declaration, by
-    `unexercised()`."""
+    `strategies.coverage.unexercised`."""
     gone = edges.excluded(DECLARED)
     assert set(gone) == {"heads", "tokens"}
     if mode in gone:
         assert f"integer edge {mode!r} ({edges.EDGE_WHAT[mode]}): excluded by {gone[mode]}" in \
-            DECLARED.unexercised("v1")
+            unexercised(DECLARED, "v1")
         assert "H=(64,)" in gone[mode]
         return
 
@@ -308,7 +316,7 @@ def test_edge_modes_reach_their_edges_within_declared_dims(mode):
 def test_fp8_formats_get_edge_cases(kv_format):
     """`format_preconditions` fixes D to the format's (512 or 576): the edge modes still
     draw there (the pools become the format's bytes later, in `draw_case`)."""
-    from conformance.draw import format_preconditions
+    from sparse_attn_conformance.conformance.draw import format_preconditions
 
     pre = format_preconditions(Preconditions(), kv_format)
     allowed = edges.allowed_modes(pre)

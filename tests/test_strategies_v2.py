@@ -10,19 +10,31 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.v2 import INT32_MAX, Preconditions, cmp_bound, live_lanes, validate
-from strategies.config import DEFAULT_BUDGET, cost
-from strategies.coverage import CORNERS, V1_CORNERS
-from strategies.coverage import corners as any_corners
-from strategies.v2 import edges as v2_edges
-from strategies.v2 import positions
-from strategies.v2.cases import Case, cases
-from strategies.v2.config import configs
-from strategies.v2.coverage import CORNERS as V2
-from strategies.v2.coverage import corners, fp32_cut
-from strategies.v2.edges import EDGE_COLUMNS, EDGE_COST, EDGE_MODES, LAUNCH_LIMIT
-from strategies.v2.indexer import visible
-from strategies.v2.windows import lookup, window_rows
+from sparse_attn_conformance.contracts.v2 import (
+    INT32_MAX,
+    Preconditions,
+    cmp_bound,
+    live_lanes,
+    validate,
+)
+from sparse_attn_conformance.strategies.config import DEFAULT_BUDGET, cost
+from sparse_attn_conformance.strategies.coverage import CORNERS, unexercised
+from sparse_attn_conformance.strategies.coverage import corners as any_corners
+from sparse_attn_conformance.strategies.v1.coverage import V1_CORNERS
+from sparse_attn_conformance.strategies.v2 import edges as v2_edges
+from sparse_attn_conformance.strategies.v2 import positions
+from sparse_attn_conformance.strategies.v2.cases import Case, cases
+from sparse_attn_conformance.strategies.v2.config import configs
+from sparse_attn_conformance.strategies.v2.coverage import CORNERS as V2
+from sparse_attn_conformance.strategies.v2.coverage import corners, fp32_cut
+from sparse_attn_conformance.strategies.v2.edges import (
+    EDGE_COLUMNS,
+    EDGE_COST,
+    EDGE_MODES,
+    LAUNCH_LIMIT,
+)
+from sparse_attn_conformance.strategies.v2.indexer import visible
+from sparse_attn_conformance.strategies.v2.windows import lookup, window_rows
 
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
 
@@ -359,12 +371,12 @@ def test_no_edge_mode_is_excluded_without_preconditions():
 def test_edge_modes_reach_their_edges_within_declared_dims(mode):
     """A kernel declaring dims still gets every edge its declaration admits, drawn at the
     declared D, H and WIN; the modes it excludes are named, with the declaration, by
-    `unexercised()`."""
+    `strategies.coverage.unexercised`."""
     gone = v2_edges.excluded(DECLARED)
     assert set(gone) == {"heads", "tokens"}
     if mode in gone:
         assert (f"integer edge {mode!r} ({v2_edges.EDGE_WHAT[mode]}): excluded by {gone[mode]}"
-                in DECLARED.unexercised("v2"))
+                in unexercised(DECLARED, "v2"))
         assert "H=(64,)" in gone[mode]
         return
 
@@ -382,13 +394,13 @@ def test_fp8_v4_gets_edge_cases():
     """`format_preconditions` fixes D to fp8_ds_v4's 512: the edge modes still draw there
     (the pools become the format's bytes later, in `draw_case`); 2^16 tokens at D = 512
     are past the edge bounds, and named."""
-    from conformance.draw import format_preconditions
+    from sparse_attn_conformance.conformance.draw import format_preconditions
 
     pre = format_preconditions(Preconditions(), "fp8_ds_v4")
     allowed = v2_edges.allowed_modes(pre)
     assert set(allowed) == {"positions", "table", "window", "heads"}
     assert any("integer edge 'tokens'" in line and "D=(512,)" in line
-               for line in pre.unexercised("v2"))
+               for line in unexercised(pre, "v2"))
 
     @settings(max_examples=len(allowed), database=None, deadline=None)
     @given(case=st.sampled_from(allowed).flatmap(lambda m: cases(pre, edge=m)))

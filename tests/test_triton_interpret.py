@@ -1,4 +1,4 @@
-"""The interpreter fix (kernels/triton_interpret.py), both ways: without it, triton's CPU
+"""The interpreter fix (kernels/triton/interpret.py), both ways: without it, triton's CPU
 interpreter computes a bf16 `tl.dot` on raw bit patterns and truncates fp32 -> bf16 casts;
 with it, both come out as on a GPU. Each test fails loudly when the fix stops applying
 (another triton, methods renamed) or is no longer needed (the interpreter got it right).
@@ -19,14 +19,14 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
-from kernels import triton_interpret  # noqa: E402
+from sparse_attn_conformance.kernels.triton import interpret as triton_interpret  # noqa: E402
 
 PROBE = textwrap.dedent("""
     import json, sys
     import torch
     import triton
     import triton.language as tl
-    from kernels import triton_interpret
+    from sparse_attn_conformance.kernels.triton import interpret as triton_interpret
 
     @triton.jit
     def probe(a_ptr, b_ptr, dot_ptr, x_ptr, cast_ptr, store_ptr):
@@ -77,7 +77,7 @@ def run_probe(mode: str) -> dict:
 def test_version_is_one_the_fix_was_checked_on():
     assert triton.__version__ in triton_interpret.CHECKED, (
         f"triton {triton.__version__} is not among {triton_interpret.CHECKED}: rerun this file's "
-        f"probes against it and add it to kernels/triton_interpret.py CHECKED")
+        f"probes against it and add it to kernels/triton/interpret.py CHECKED")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_without_the_fix_the_interpreter_is_wrong_as_named(probed):
     # if this fails with GPU numbers, the interpreter is fixed upstream: the fix is no longer needed
     assert probed["without"] == INTERPRETER, (
         f"triton {triton.__version__}'s interpreter now gives {probed['without']} (a GPU: {GPU}); "
-        f"if that equals the GPU's, kernels/triton_interpret.py is no longer needed")
+        f"if that equals the GPU's, kernels/triton/interpret.py is no longer needed")
 
 
 def test_with_the_fix_bf16_dot_and_casts_are_a_gpus(probed):

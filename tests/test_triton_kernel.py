@@ -1,4 +1,4 @@
-"""The `triton` kernel (kernels/triton_kernel.py) on the CPU through the interpreter: its
+"""The `triton` kernel (kernels/triton/kernel.py) on the CPU through the interpreter: its
 catalogue entries, its availability without triton, a direct call against the reference,
 and each seeded Triton bug killed by a property's own assertion (the kill profile, as
 tests/test_property_strength.py does for the torch mutants)."""
@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from conformance import test_reference_match, test_sink_and_empty
-from conformance.v1 import test_invariance
-from kernels import registry, triton_kernel
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.conformance import test_reference_match, test_sink_and_empty
+from sparse_attn_conformance.conformance.v1 import test_invariance
+from sparse_attn_conformance.kernels import registry
+from sparse_attn_conformance.kernels.triton import kernel as triton_kernel
 from tests.test_property_strength import in_its_profile
 
 needs_triton = pytest.mark.skipif(triton_kernel.sparse_attn.available() is not None,
@@ -27,7 +28,7 @@ def test_catalogue_lists_the_kernel_and_its_mutants():
 
 @needs_triton
 def test_bug_names_are_the_programs_bugs():
-    from kernels.triton_program import BUGS
+    from sparse_attn_conformance.kernels.triton.program import BUGS
 
     assert tuple(BUGS) == triton_kernel.BUG_NAMES
     assert sorted(code for code, _ in BUGS.values()) == list(range(1, len(BUGS) + 1))
@@ -64,7 +65,7 @@ def small_call(seed=0, scale=None):
 @needs_triton
 @pytest.mark.parametrize("scale", [None, -0.7, 0.0])
 def test_direct_call_matches_the_reference(scale):
-    from contracts.v1 import validate
+    from sparse_attn_conformance.contracts.v1 import validate
 
     kw = small_call(scale=scale)
     out = triton_kernel.sparse_attn(**kw)

@@ -1,5 +1,5 @@
 """The v2 adapter of sglang's SM120 Triton kernel on fp8_ds_v4 pools
-(kernels/triton_sglang_v4.py): its declarations, that its translation addresses the rows
+(kernels/adapters/sglang_v4.py): its declarations, that its translation addresses the rows
 the contract names (checked without the kernel), and one direct call against the reference
 on model rows (the interpreter is slow: one call)."""
 
@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts import formats, v2
-from kernels import reference, triton_sglang_v4
-from kernels.interface import KernelUnderTest
-from strategies.formats import quantise
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts import formats, v2
+from sparse_attn_conformance.kernels.adapters import sglang_v4 as triton_sglang_v4
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.strategies.formats import quantise
 
 needs_sglang = pytest.mark.skipif(triton_sglang_v4.sparse_attn.available() is not None,
                                   reason=str(triton_sglang_v4.sparse_attn.available()))
@@ -21,7 +22,7 @@ FMT = formats.FORMATS["fp8_ds_v4"]
 
 
 def test_declarations():
-    k = KernelUnderTest.of("kernels.triton_sglang_v4:sparse_attn", triton_sglang_v4.sparse_attn)
+    k = KernelUnderTest.of("sparse_attn_conformance.kernels.adapters.sglang_v4:sparse_attn", triton_sglang_v4.sparse_attn)
     assert k.convention == "v2" and k.kv_formats == ("fp8_ds_v4",)
     assert k.pre.dims == {"D": (512,)} and k.pre.note
     assert k.example_fraction == 0.1

@@ -1,4 +1,4 @@
-"""vLLM's bf16 sparse MLA Triton kernel as a v2 kernel on bf16 pools (kernels/triton_vllm.py):
+"""vLLM's bf16 sparse MLA Triton kernel as a v2 kernel on bf16 pools (kernels/adapters/vllm.py):
 its declarations, and one small hand-built call through triton's interpreter against the
 suite's reference (skipped, with the reason, when vllm or triton is missing)."""
 
@@ -10,21 +10,22 @@ import sys
 import pytest
 import torch
 
-from attention.compare import compare, golden, tolerance
-from contracts import v2
-from kernels import reference, triton_vllm
-from kernels.interface import KernelUnderTest
+from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.contracts import v2
+from sparse_attn_conformance.kernels.adapters import vllm as triton_vllm
+from sparse_attn_conformance.kernels.interface import KernelUnderTest
+from sparse_attn_conformance.kernels.torch import reference
 
 REASON = triton_vllm.sparse_attn.available()
 needs_vllm = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 
 
 def test_declarations():
-    k = KernelUnderTest.of("kernels.triton_vllm:sparse_attn", triton_vllm.sparse_attn)
+    k = KernelUnderTest.of("sparse_attn_conformance.kernels.adapters.vllm:sparse_attn", triton_vllm.sparse_attn)
     assert k.convention == "v2" and k.kv_formats == ("bf16",)
     assert k.lse is not None and k.lse.base == "e" and k.lse.with_sink
     assert k.pre.dims == {"D": (512,)} and k.example_fraction == 0.1
-    k = KernelUnderTest.of("kernels.triton_vllm:sparse_attn_o", triton_vllm.sparse_attn_o)
+    k = KernelUnderTest.of("sparse_attn_conformance.kernels.adapters.vllm:sparse_attn_o", triton_vllm.sparse_attn_o)
     assert k.lse is None
 
 
@@ -55,7 +56,7 @@ def test_matches_the_reference_on_a_small_call():
     att = inputs.attended()
     expected = reference.sparse_attn_v2(**kw).double()
     result = compare(o.double(), expected, tolerance(att, golden(att)), "vLLM kernel",
-                     "kernels.reference.sparse_attn_v2", att.row_dims)
+                     "kernels.torch.reference.sparse_attn_v2", att.row_dims)
     assert result.ok, result.message
     assert torch.equal(o[3], torch.zeros(inputs.H, 512))  # no live lane: exact 0
     rows, live = v2.gather_rows(inputs)

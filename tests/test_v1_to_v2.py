@@ -5,11 +5,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from contracts import v1, v2
-from contracts.checks import ContractError
-from contracts.v1_to_v2 import to_v2
-from kernels import reference
-from strategies.cases import cases
+from sparse_attn_conformance.contracts import v1, v2
+from sparse_attn_conformance.contracts.checks import ContractError
+from sparse_attn_conformance.contracts.v1_to_v2 import to_v2
+from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.strategies.v1.cases import cases
 from tests.test_contract_validation import valid_kwargs
 
 #: Bound on |o_v2 - o_v1| per live row, relative to the token's largest live value. The two

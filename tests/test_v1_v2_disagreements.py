@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from contracts import v1, v2
+from sparse_attn_conformance.contracts import v1, v2
 
 
 @dataclass(frozen=True)

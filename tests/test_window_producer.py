@@ -9,9 +9,11 @@ import sys
 import pytest
 import torch
 
-from conformance.v2.test_window_producer import test_window_rows_list_exactly_the_last_win_positions as prop
-from plugin.selection import WindowBuilder
-from strategies.v2.windows import lookup, window_rows
+from sparse_attn_conformance.conformance.v2.test_window_producer import (
+    test_window_rows_list_exactly_the_last_win_positions as prop,
+)
+from sparse_attn_conformance.plugin.selection import WindowBuilder
+from sparse_attn_conformance.strategies.v2.windows import lookup, window_rows
 from tests.in_profile import in_profile
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from contracts import formats
-from contracts.v1 import Inputs, addressed_rows, derived_lengths, live_mask
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.contracts.v1 import Inputs, addressed_rows, derived_lengths, live_mask
 
 #: Values an unread row is filled with, cycled: each breaks a different leak.
 POISON = (float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38)

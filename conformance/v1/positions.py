@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from contracts.v1 import Inputs, mark_rows
+from sparse_attn_conformance.contracts.v1 import Inputs, mark_rows
 
 
 def later_rows(inputs: Inputs, start_pos, ratio: int, s: int):

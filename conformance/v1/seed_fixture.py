@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from contracts.v1 import Inputs, Preconditions
-from strategies.config import dim_values
+from sparse_attn_conformance.contracts.v1 import Inputs, Preconditions
+from sparse_attn_conformance.strategies.config import dim_values
 
 #: The seed's values, used wherever the kernel's preconditions allow them.
 SEED_DIMS = {"B": 1, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}

@@ -6,9 +6,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_matches
-from conformance.v1.poison import poisoned
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_matches
+from sparse_attn_conformance.conformance.v1.poison import poisoned
 
 
 @given(data=st.data())

@@ -5,10 +5,10 @@ replacing every other batch and every other token's inputs changes nothing for i
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call_many, example, expect_equal_rows
-from conformance.v1.views import batch_view, mix, one_token_call
-from contracts import formats
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call_many, example, expect_equal_rows
+from sparse_attn_conformance.conformance.v1.views import batch_view, mix, one_token_call
+from sparse_attn_conformance.contracts import formats
 
 
 @given(data=st.data())

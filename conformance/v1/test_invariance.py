@@ -7,9 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call_many, example, expect_equal_rows
-from strategies.pools import relabel_blocks
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call_many, example, expect_equal_rows
+from sparse_attn_conformance.strategies.pools import relabel_blocks
 
 
 @given(data=st.data())

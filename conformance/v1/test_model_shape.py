@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_matches
-from plugin import profiles
-from strategies.config import dim_values
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_matches
+from sparse_attn_conformance.plugin import profiles
+from sparse_attn_conformance.strategies.config import dim_values
 
 MODEL_SHAPE = {"B": 64, "S": 2, "H": 64, "D": 512, "WIN": 128, "IDX_TOPK": 512, "BLOCK": 128}
 #: The profiles that run it.

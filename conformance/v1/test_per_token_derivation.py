@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call, example, expect_equal_rows
-from conformance.v1.views import one_token_call
-from strategies.config import dim_values
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call, example, expect_equal_rows
+from sparse_attn_conformance.conformance.v1.views import one_token_call
+from sparse_attn_conformance.strategies.config import dim_values
 
 
 @given(data=st.data())

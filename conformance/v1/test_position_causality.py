@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call_many, example, expect_equal_rows
-from conformance.v1.poison import poison_pool
-from conformance.v1.positions import later_rows, ring_wrapped
-from conformance.v1.views import one_token_call
-from kernels.registry import kernel_under_test
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call_many, example, expect_equal_rows
+from sparse_attn_conformance.conformance.v1.poison import poison_pool
+from sparse_attn_conformance.conformance.v1.positions import later_rows, ring_wrapped
+from sparse_attn_conformance.conformance.v1.views import one_token_call
+from sparse_attn_conformance.kernels.registry import kernel_under_test
 
 
 def check_no_later_position(kernel, case):

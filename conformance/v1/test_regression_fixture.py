@@ -4,11 +4,11 @@ exact in every format)."""
 
 import pytest
 
-from conformance.draw import format_preconditions
-from conformance.harness import call, expect_matches
-from conformance.v1.seed_fixture import LARGE, causal_regression
-from contracts import formats
-from strategies.formats import as_format
+from sparse_attn_conformance.conformance.draw import format_preconditions
+from sparse_attn_conformance.conformance.harness import call, expect_matches
+from sparse_attn_conformance.conformance.v1.seed_fixture import LARGE, causal_regression
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.strategies.formats import as_format
 
 
 def test_seed_causal_regression_fixture(kernel):

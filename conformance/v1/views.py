@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from contracts import formats
-from contracts.v1 import Inputs, derived_lengths, live_mask
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.contracts.v1 import Inputs, derived_lengths, live_mask
 
 
 def one_token_call(inputs: Inputs, s: int) -> Inputs:

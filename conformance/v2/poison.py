@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from conformance.v1.poison import POISON, poison_pool
-from contracts.v2 import Inputs, addressed_rows, cmp_bound, live_lanes
+from sparse_attn_conformance.conformance.v1.poison import POISON, poison_pool
+from sparse_attn_conformance.contracts.v2 import Inputs, addressed_rows, cmp_bound, live_lanes
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 

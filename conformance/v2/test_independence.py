@@ -8,9 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.draw import draw_case
-from conformance.harness import call_many, example, expect_equal_rows
-from conformance.v2.views import others_changed
+from sparse_attn_conformance.conformance.draw import draw_case
+from sparse_attn_conformance.conformance.harness import call_many, example, expect_equal_rows
+from sparse_attn_conformance.conformance.v2.views import others_changed
 
 
 @given(data=st.data())

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from strategies.v2.config import configs
-from strategies.v2.positions import adversarial_positions
-from strategies.v2.windows import lookup, ori_block_tables
+from sparse_attn_conformance.strategies.v2.config import configs
+from sparse_attn_conformance.strategies.v2.positions import adversarial_positions
+from sparse_attn_conformance.strategies.v2.windows import lookup, ori_block_tables
 
 #: Window builders get dense tables: positions stay within this many table columns.
 MAX_COLUMNS = 512

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from conformance.v1.views import Aliasing, merged_block, offset_table
-from contracts import formats
-from contracts.v2 import Inputs, cmp_bound, live_lanes
-from strategies.pools import relabel_blocks
+from sparse_attn_conformance.conformance.v1.views import Aliasing, merged_block, offset_table
+from sparse_attn_conformance.contracts import formats
+from sparse_attn_conformance.contracts.v2 import Inputs, cmp_bound, live_lanes
+from sparse_attn_conformance.strategies.pools import relabel_blocks
 
 
 def others_changed(inputs: Inputs, t: int, gen: torch.Generator) -> Inputs:

@@ -13,27 +13,39 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from contracts.v2 import Inputs, Preconditions, cmp_bound, gather_rows, live_lanes
-from strategies.cases import _beyond_fp16, _short
-from strategies.config import DEFAULT_BUDGET
-from strategies.layouts import layouts
-from strategies.v2 import edges
-from strategies.v2.config import Config, configs
-from strategies.v2.indexer import (
+from sparse_attn_conformance.contracts.v2 import (
+    Inputs,
+    Preconditions,
+    cmp_bound,
+    gather_rows,
+    live_lanes,
+)
+from sparse_attn_conformance.strategies.config import DEFAULT_BUDGET
+from sparse_attn_conformance.strategies.layouts import layouts
+from sparse_attn_conformance.strategies.v1.cases import _beyond_fp16, _short
+from sparse_attn_conformance.strategies.v2 import edges
+from sparse_attn_conformance.strategies.v2.config import Config, configs
+from sparse_attn_conformance.strategies.v2.indexer import (
     PAD,
     adversarial_idx_topk,
     cmp_block_tables,
     live_slots,
     model_idx_topk,
 )
-from strategies.v2.positions import (
+from sparse_attn_conformance.strategies.v2.positions import (
     TOKEN_PLACEMENTS,
     adversarial_positions,
     model_positions,
     start_positions,
 )
-from strategies.v2.windows import NEGATIVES, Table, adversarial_windows, ori_block_tables, window_rows
-from strategies.values import (
+from sparse_attn_conformance.strategies.v2.windows import (
+    NEGATIVES,
+    Table,
+    adversarial_windows,
+    ori_block_tables,
+    window_rows,
+)
+from sparse_attn_conformance.strategies.values import (
     FINITE_SINK_REGIMES,
     SINK_REGIMES,
     dominant_positions,

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from contracts.preconditions import Preconditions
-from strategies.config import DEFAULT_BUDGET
-from strategies.config import configs as v1_configs
+from sparse_attn_conformance.contracts.preconditions import Preconditions
+from sparse_attn_conformance.strategies.config import DEFAULT_BUDGET
+from sparse_attn_conformance.strategies.config import configs as v1_configs
 
 #: The model's ratios (1: every position is a compressed entry; 4: CSA; 128: HCA).
 MODEL_RATIOS = (1, 4, 128)

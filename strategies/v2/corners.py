@@ -1,12 +1,18 @@
 """The names and descriptions of the v2 corners (`strategies.v2.coverage`), apart from the
-code that detects them so that `strategies.coverage` can list them without importing it."""
+code that detects them so that `strategies.v1.coverage` can list them without importing it."""
 
 from __future__ import annotations
 
 # FP32_EXACT: positions at or above it make an fp32 cut `trunc((p + 1) * (1 / r))` inexact
 # (P4); BIG_ID: a window row (flat `ori_kv` row) or block id at or past it needs more than
 # 16 bits
-from strategies.edges import BIG_ID, FP32_EXACT, INT32_MAX, LAUNCH_LIMIT, WIDE_COLUMN
+from sparse_attn_conformance.strategies.edges import (
+    BIG_ID,
+    FP32_EXACT,
+    INT32_MAX,
+    LAUNCH_LIMIT,
+    WIDE_COLUMN,
+)
 
 #: name -> what a v2 case must contain to hit the corner (shown in the report).
 V2_CORNERS: dict[str, str] = {

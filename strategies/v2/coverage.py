@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from contracts.v2 import cmp_bound, live_lanes
-from strategies.coverage import LONG_CONTEXT, SEED_CONFIG
-from strategies.edges import BIG_ID, FP32_EXACT, INT32_MAX, LAUNCH_LIMIT, WIDE_COLUMN
-from strategies.v2.corners import V2_CORNERS
+from sparse_attn_conformance.contracts.v2 import cmp_bound, live_lanes
+from sparse_attn_conformance.strategies.edges import (
+    BIG_ID,
+    FP32_EXACT,
+    INT32_MAX,
+    LAUNCH_LIMIT,
+    WIDE_COLUMN,
+)
+from sparse_attn_conformance.strategies.v1.coverage import LONG_CONTEXT, SEED_CONFIG
+from sparse_attn_conformance.strategies.v2.corners import V2_CORNERS
 
 CORNERS = V2_CORNERS
 

@@ -34,14 +34,14 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from contracts.preconditions import Preconditions
-from contracts.v2 import INT32_MAX, cmp_bound
-from strategies import edges as v1_edges
-from strategies.config import SCALE_FACTORS
-from strategies.v2.config import Config
-from strategies.v2.indexer import PAD, cmp_block_tables
-from strategies.v2.positions import model_positions
-from strategies.v2.windows import Table, ori_block_tables, window_rows
+from sparse_attn_conformance.contracts.preconditions import Preconditions
+from sparse_attn_conformance.contracts.v2 import INT32_MAX, cmp_bound
+from sparse_attn_conformance.strategies import edges as v1_edges
+from sparse_attn_conformance.strategies.config import SCALE_FACTORS
+from sparse_attn_conformance.strategies.v2.config import Config
+from sparse_attn_conformance.strategies.v2.indexer import PAD, cmp_block_tables
+from sparse_attn_conformance.strategies.v2.positions import model_positions
+from sparse_attn_conformance.strategies.v2.windows import Table, ori_block_tables, window_rows
 
 LAUNCH_LIMIT = v1_edges.LAUNCH_LIMIT
 EDGE_COLUMNS = v1_edges.EDGE_COLUMNS

@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from contracts.v2 import INT32_MAX, cmp_bound
-from strategies.lengths import TABLE_ENTRY_COST
-from strategies.pools import INT32_MIN, garbage_ids
-from strategies.v2.config import Config
-from strategies.v2.windows import MAX_RECIPES, NEGATIVES
+from sparse_attn_conformance.contracts.v2 import INT32_MAX, cmp_bound
+from sparse_attn_conformance.strategies.lengths import TABLE_ENTRY_COST
+from sparse_attn_conformance.strategies.pools import INT32_MIN, garbage_ids
+from sparse_attn_conformance.strategies.v2.config import Config
+from sparse_attn_conformance.strategies.v2.windows import MAX_RECIPES, NEGATIVES
 
 PAD = -1
 #: Random anchor blocks per batch besides the last one and those holding 2^15 and 2^16.

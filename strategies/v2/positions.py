@@ -19,9 +19,9 @@ import math
 import torch
 from hypothesis import strategies as st
 
-from contracts.v2 import INT32_MAX
-from strategies.lengths import FEATURED, LONG_CONTEXT_MAX, LONG_CONTEXT_MIN
-from strategies.v2.config import Config
+from sparse_attn_conformance.contracts.v2 import INT32_MAX
+from sparse_attn_conformance.strategies.lengths import FEATURED, LONG_CONTEXT_MAX, LONG_CONTEXT_MIN
+from sparse_attn_conformance.strategies.v2.config import Config
 
 #: Regimes of a batch's start position, in shrinking order.
 START_REGIMES = ("empty", "small", "around_window", "ratio_edge", "long", "far", "fp32_cut")

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 import torch
 from hypothesis import strategies as st
 
-from contracts.v2 import INT32_MAX
-from strategies.lengths import TABLE_ENTRY_COST
-from strategies.pools import INT32_MIN, garbage_ids
+from sparse_attn_conformance.contracts.v2 import INT32_MAX
+from sparse_attn_conformance.strategies.lengths import TABLE_ENTRY_COST
+from sparse_attn_conformance.strategies.pools import INT32_MIN, garbage_ids
 
 #: A block table: dense `[B, cols]` int32, or sparse `{b: {column: block}}`.
 Table = torch.Tensor | Mapping[int, Mapping[int, int]]
