@@ -55,6 +55,7 @@ import torch
 from sparse_attn_conformance.attention.attended import Attended
 from sparse_attn_conformance.attention.compare import Comparison
 from sparse_attn_conformance.contracts.lse import LSE
+from sparse_attn_conformance.contracts.preconditions import DOMAIN_LIMIT_LOG2
 
 #: Multiple of the fp32 baseline's error a kernel may make (as attention/compare.py's K).
 K = 3.0
@@ -124,6 +125,28 @@ def expected(att: Attended, decl: LSE, gold: torch.Tensor | None = None) -> torc
     return want
 
 
+def in_domain(att: Attended) -> torch.Tensor:
+    """`[*tokens, H]` bool: whether a (token, head) lies in the contract's numerical domain
+    (docs/contract.md section 5): finite query and live rows, every live key's
+    `sum_d |q_d k_d| * max(1, |softmax_scale|)` and every live `|v| * L` within
+    `2^DOMAIN_LIMIT_LOG2`. A derived call's poisoned rows (NaN, inf, or finite values near
+    fp32's edge) put the tokens that read them outside it; no LSE is claimed there, as
+    their output is not compared either."""
+    limit = 2.0 ** DOMAIN_LIMIT_LOG2
+    rows = torch.where(att.live.unsqueeze(-1), att.rows.double(), 0.0)
+    q = att.q.double()
+    finite = (torch.isfinite(rows).all(dim=-1).all(dim=-1).unsqueeze(-1)
+              & torch.isfinite(q).all(dim=-1))
+    rows, q = rows.abs().nan_to_num(nan=math.inf), q.abs().nan_to_num(nan=math.inf)
+    logits = torch.einsum("...hd,...ld->...hl", q, rows) * max(1.0, abs(att.softmax_scale))
+    keys = (logits <= limit).all(dim=-1)
+    v = rows[..., :att.d_v or rows.shape[-1]]
+    v_max = v.flatten(-2).max(dim=-1).values if v.shape[-2] * v.shape[-1] else \
+        torch.zeros(v.shape[:-2], dtype=v.dtype)
+    values = (v_max * max(1, v.shape[-2]) <= limit).unsqueeze(-1)
+    return finite & keys & values
+
+
 def compare_lse(actual: torch.Tensor, att: Attended, decl: LSE, what: str = "kernel lse",
                 against: str = "the reference") -> Comparison:
     """Check a kernel's LSE `[*tokens, H]` (any floating dtype) against the reference's for
@@ -144,12 +167,14 @@ def compare_lse(actual: torch.Tensor, att: Attended, decl: LSE, what: str = "ker
         held = want.to(got.dtype).double()
         want = torch.where(torch.isfinite(want) & torch.isinf(held), held, want)
     got = got.double()
+    domain = in_domain(att)
     exact = sentinel | ~torch.isfinite(want)
     err = (got - want).abs()
     err = torch.where(exact, torch.where(got == want, 0.0, float("inf")), err)
     err = torch.where(got.isnan(), float("inf"), err)
     ratio = torch.where(exact | torch.isinf(err), torch.where(err == 0, 0.0, float("inf")),
                         err / tol)
+    ratio = torch.where(domain, ratio, 0.0)
     worst = float(ratio.max()) if ratio.numel() else 0.0
     if worst <= 1.0:
         return Comparison(True, worst, "")

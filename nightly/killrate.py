@@ -37,10 +37,7 @@ from sparse_attn_conformance.reports.model import failure_kind, run_stem
 #: are checked in tests/test_mutants_fp8.py; run them with
 #: `python -m sparse_attn_conformance.nightly.killrate --kernels 'fp8-dequant-v2,mutant-fp8-*'`.
 FP8_PATH = ("fp8-dequant-v2", "mutant-fp8-")
-#: Left out too, not yet understood: `reference-lse` fails the v1 ring-wrap finding
-#: (`test_no_later_position_before_the_ring_wraps`, a strict xfail) in the kill-rate run
-#: where `reference` passes it; its LSE is checked in tests/test_lse.py.
-APART = (*FP8_PATH, "reference-lse")
+APART = FP8_PATH
 #: The fast default: the catalogue's kernels written in torch alone, the torch mutants and
 #: the correct torch kernels as controls (the FP8 path's apart).
 DEFAULT_KERNELS = ",".join(n for n in registry.builtin_names(torch=True)

@@ -136,6 +136,19 @@ def test_infinities_must_match_and_nan_always_fails():
                          LSE(with_sink=True)).ok
 
 
+def test_no_claim_outside_the_numerical_domain():
+    """A token reading a poisoned row (NaN, inf, or finite past the domain's 2^120: what the
+    properties' derived calls write into rows other tokens read) gets no LSE claim, as its
+    output gets no comparison; a token in the domain beside it still does."""
+    for poison in (float("nan"), INF, 3e38):
+        a = att(q=[[1.0, 0.0]], rows=[[5.0, 0.0], [poison, 1.0]], live=[True, True])
+        assert not bool(L.in_domain(a).all())
+        assert L.compare_lse(torch.tensor([[float("nan")]]), a, LSE()).ok, poison
+    clean = att(**ONE)
+    assert bool(L.in_domain(clean).all())
+    assert not L.compare_lse(torch.tensor([[float("nan")]]), clean, LSE()).ok
+
+
 # -- the harness -------------------------------------------------------------------------------
 
 def v1_inputs():
