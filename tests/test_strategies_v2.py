@@ -24,7 +24,7 @@ from sparse_attn_conformance.strategies.v1.coverage import V1_CORNERS
 from sparse_attn_conformance.strategies.v2 import edges as v2_edges
 from sparse_attn_conformance.strategies.v2 import positions
 from sparse_attn_conformance.strategies.v2.cases import Case, cases
-from sparse_attn_conformance.strategies.v2.config import configs
+from sparse_attn_conformance.strategies.v2.config import Config, configs
 from sparse_attn_conformance.strategies.v2.coverage import CORNERS as V2
 from sparse_attn_conformance.strategies.v2.coverage import corners, fp32_cut
 from sparse_attn_conformance.strategies.v2.edges import (
@@ -33,7 +33,7 @@ from sparse_attn_conformance.strategies.v2.edges import (
     EDGE_MODES,
     LAUNCH_LIMIT,
 )
-from sparse_attn_conformance.strategies.v2.indexer import visible
+from sparse_attn_conformance.strategies.v2.indexer import MAX_POOL_ELEMENTS, cmp_block_tables, visible
 from sparse_attn_conformance.strategies.v2.windows import lookup, window_rows
 
 DIMS = ("B", "S", "H", "D", "WIN", "IDX_TOPK", "BLOCK")
@@ -421,3 +421,22 @@ def test_declared_idx_topk_below_five_keeps_the_edges():
         assert case.config.IDX_TOPK == 2 and case.config.BLOCK == 2**14
         _edge_property(case)
     check()
+
+
+@settings(max_examples=10, database=None, deadline=None)
+@given(data=st.data())
+def test_a_compressed_pool_past_the_bound_shares_its_blocks(data):
+    """Every live column gets its own block while the pool stays within MAX_POOL_ELEMENTS;
+    past it (8192 live columns of 64 rows at an FP8 format's D = 512: 2^28 elements), the
+    pool keeps the bound and the columns alias its blocks, each still a real one."""
+    cfg = Config(B=1, S=16, H=1, D=512, WIN=1, IDX_TOPK=512, BLOCK=64, L=512, ratio=1, cut=1,
+                 softmax_scale=1.0)
+    pos = torch.full((16, 1), 2**20, dtype=torch.int32)
+    idx = (torch.arange(16 * 512).reshape(16, 512) * 64).to(torch.int32)  # a column each
+    table, n = data.draw(cmp_block_tables(idx, pos, cfg, torch.Generator().manual_seed(0)))
+    assert n * cfg.BLOCK * cfg.D == MAX_POOL_ELEMENTS
+    used = table[0, :16 * 512].to(torch.int64)
+    assert bool(((used >= 0) & (used < n)).all())
+    small = dataclasses.replace(cfg, S=1, IDX_TOPK=8, L=8)
+    table, n = data.draw(cmp_block_tables(idx[:1, :8], pos[:1], small, torch.Generator().manual_seed(0)))
+    assert len(set(table[0, :8].tolist())) == 8 and 8 <= n <= 16  # its own block each

@@ -21,6 +21,7 @@ import torch
 from hypothesis import strategies as st
 
 from sparse_attn_conformance.contracts.v2 import INT32_MAX, cmp_bound
+from sparse_attn_conformance.strategies.edges import EDGE_POOL
 from sparse_attn_conformance.strategies.lengths import TABLE_ENTRY_COST
 from sparse_attn_conformance.strategies.pools import INT32_MIN, garbage_ids
 from sparse_attn_conformance.strategies.v2.config import Config
@@ -196,11 +197,20 @@ def live_slots(idx_topk: torch.Tensor, position_ids: torch.Tensor, cfg: Config) 
     return (c >= 0) & (c < cmp_bound(position_ids, cfg.ratio)[:, None])
 
 
+#: Most elements (rows x D) the compressed pool of an ordinary case holds: a column per live
+#: slot makes it up to 2 * T * IDX_TOPK blocks, which the work budget (`strategies.config.cost`)
+#: does not bound, and at an FP8 format's D = 512 a dev case held gigabytes (an xdist worker
+#: ran out of memory). The edge cases' bound (`strategies.edges.EDGE_POOL`), which their
+#: plans already keep.
+MAX_POOL_ELEMENTS = EDGE_POOL
+
 @st.composite
 def cmp_block_tables(draw, idx_topk: torch.Tensor, position_ids: torch.Tensor, cfg: Config,
                      gen: torch.Generator, max_columns: int | None = None) -> tuple[torch.Tensor, int]:
     """`(cmp_block_table [B, M] int32, N_cmp)`: one shared pool; every column a live slot
-    reads gets its own block (a random interleaving of the batches', spare blocks between);
+    reads gets its own block (a random interleaving of the batches', spare blocks between),
+    unless the pool would hold more than `MAX_POOL_ELEMENTS` (rows x D): then it keeps that
+    many and the columns share its blocks at random (aliasing, which the contract allows);
     `M` covers the last such column and up to two more. Other entries: garbage (`-1`, int32
     extremes, ids past the pool) or in-pool blocks aliasing used ones."""
     live = live_slots(idx_topk, position_ids, cfg)
@@ -212,7 +222,12 @@ def cmp_block_tables(draw, idx_topk: torch.Tensor, position_ids: torch.Tensor, c
     n_used = sum(len(u) for u in used)
     spare = draw(st.sampled_from((0, 1, 3, n_used)), label="spare_cmp_blocks")
     n_blocks = max(1, n_used + spare)
-    ids = torch.randperm(n_blocks, generator=gen)[:n_used].tolist()
+    cap = max(1, MAX_POOL_ELEMENTS // (cfg.BLOCK * cfg.D))
+    if n_blocks <= cap:
+        ids = torch.randperm(n_blocks, generator=gen)[:n_used].tolist()
+    else:
+        n_blocks = cap
+        ids = torch.randint(0, cap, (n_used,), generator=gen).tolist()
     M = max((u[-1] + 1 for u in used if u), default=1)
     room = EXTRA_COLUMNS if max_columns is None else max(0, min(EXTRA_COLUMNS, max_columns - M))
     M += draw(st.integers(0, room), label="extra_cmp_columns")
