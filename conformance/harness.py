@@ -6,12 +6,14 @@ from contextlib import contextmanager
 
 import torch
 from hypothesis import target
+from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.errors import HypothesisException
 
 from sparse_attn_conformance import contracts
+from sparse_attn_conformance.attention import counterfactuals
 from sparse_attn_conformance.attention.compare import compare, golden, tolerance
 from sparse_attn_conformance.attention.lse import compare_lse
-from sparse_attn_conformance.conformance import packing, recorder
+from sparse_attn_conformance.conformance import calls, packing, recorder
 from sparse_attn_conformance.conformance.failures import KernelFailure
 from sparse_attn_conformance.contracts import checks
 from sparse_attn_conformance.contracts.v1 import Inputs
@@ -20,6 +22,8 @@ from sparse_attn_conformance.kernels.interface import KernelUnderTest
 #: per kernel: the arguments of its latest call, and of the latest call in a failing example
 _last_args: dict[str, dict] = {}
 failing_args: dict[str, dict] = {}
+#: the arguments of the running example's latest call (as `calls.arguments`: no copies)
+_example_call: dict | None = None
 
 
 def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> torch.Tensor:
@@ -30,6 +34,8 @@ def call(kernel: KernelUnderTest, inputs: Inputs, args: dict | None = None) -> t
     A kernel declaring an LSE (`kernel.lse`, docs/contract.md section 13) returns `(o, lse)`:
     its LSE is checked here against the reference's for `inputs` (attention/lse.py), a
     mismatch failing the property (`AssertionError`), and `o` is returned as for any other."""
+    global _example_call
+    _example_call = calls.arguments(inputs) if args is None else args
     kw = inputs.kwargs() if args is None else args
     front = contracts.of(inputs)
     front.validate(**kw)  # the suite's own inputs must be valid: fail loudly if not
@@ -129,12 +135,27 @@ def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel out
     reference = golden(att)
     if expected is None:
         expected = reference
-    result = compare(actual, expected, tolerance(att, reference), what, against, att.row_dims)
+    tol = tolerance(att, reference)
+    result = compare(actual, expected, tol, what, against, att.row_dims)
     global _example_worst
     _example_worst = max(_example_worst, result.worst_ratio)
     if not result.ok:
-        raise AssertionError(result.message)
+        error = AssertionError(result.message)
+        if _final_example():
+            found = counterfactuals.diagnose(att, actual, tol)
+            error.add_note(f"diagnosis (attention/counterfactuals.py):\n{found.text()}")
+            recorder.note_diagnosis(found.as_dict())
+        raise error
     recorder.note_ratio(result.worst_ratio)
+
+
+def _final_example() -> bool:
+    """Whether this is the example a failure is reported with: Hypothesis' final replay
+    of the shrunk example, or a property run outside Hypothesis (the diagnosis is not
+    worth its time on every example shrinking tries)."""
+    if not currently_in_test_context():
+        return True
+    return current_build_context().is_final
 
 
 def expect_equal_rows(actual: torch.Tensor, expected: torch.Tensor, inputs: Inputs,
@@ -150,25 +171,37 @@ TARGET_LABEL = "error / tolerance"
 
 
 @contextmanager
-def example(case, kernel: KernelUnderTest):
-    """Wrap one example's body (see `recorder.example`); on failure keep the arguments of
-    the kernel's latest call, for the kernel's own diagnostics (`diagnose`).
+def example(case, kernel: KernelUnderTest, transform: str | None = None):
+    """Wrap one example's body (see `recorder.example`); on failure tell the call the
+    kernel got (`calls.describe`: every argument of its latest call, what the property
+    changed from the drawn case, `transform` naming the change in one line) in the
+    failure and the report, and keep its arguments for the kernel's own diagnostics
+    (`diagnose`).
 
     The example's worst error-to-tolerance ratio goes to `hypothesis.target`, so that
     Hypothesis searches towards near misses and drives them over the line, instead of
     only sampling."""
-    global _example_worst
+    global _example_worst, _example_call
     _example_worst = 0.0
+    _example_call = None
     try:
         with recorder.example(case):
             yield
         target(min(_example_worst, 1e6), label=TARGET_LABEL)
     except HypothesisException:
         raise  # a rejected draw, not a failure (as in recorder.example)
-    except Exception:
+    except Exception as exc:
         if kernel.name in _last_args:
             failing_args[kernel.name] = _last_args[kernel.name]
+        if _example_call is not None:
+            told = calls.describe(_example_call, calls.arguments(case.inputs), transform)
+            exc.add_note(f"the call the kernel got (the property's latest call):\n{told}")
+            counterexample = recorder.current().counterexample
+            if counterexample is not None:
+                counterexample["call"] = told
         raise
+    finally:
+        _example_call = None
 
 
 def diagnose(kernel: KernelUnderTest) -> str | None:

@@ -31,6 +31,7 @@ TEST_KEY = "conformance_test"
 FAILURE_KIND_KEY = "conformance_failure_kind"
 #: The titles of the sections a failed test's report carries (terminal, JSON report).
 DIAGNOSTICS_SECTION, REPLAY_SECTION = "kernel diagnostics", "replay this failure"
+SHRINKING_SECTION = "shrinking cut short"
 #: Error ratios kept per test for the report's distribution plot.
 MAX_RATIOS = 2000
 
@@ -67,15 +68,35 @@ class Stats:
     worst_ratio: float = 0.0
     ratios: list = field(default_factory=list)
     counterexample: dict | None = None
+    #: the diagnosis of the running example's failure, until the example ends
+    pending_diagnosis: dict | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out.pop("started")
+        out.pop("pending_diagnosis")
         out["seconds"] = time.perf_counter() - self.started
         return out
 
 
 _current: Stats | None = None
+
+
+def shrinking(stats: dict, budget: float, cut_short: bool) -> dict | None:
+    """How long a failed test took from its first failure to its end (shrinking, and the
+    final replay), its shrink budget (seconds), and whether Hypothesis stopped shrinking
+    at that budget; None without a failure."""
+    first = stats.get("first_failure_seconds")
+    if first is None:
+        return None
+    spent = max(0.0, stats["seconds"] - first)
+    return {"seconds": round(spent, 3), "budget": budget, "cut_short": cut_short}
+
+
+def note_diagnosis(diagnosis: dict) -> None:
+    """Keep the diagnosis of the running example's failure (`attention.counterfactuals`),
+    for its counterexample in the report."""
+    current().pending_diagnosis = diagnosis
 
 
 def begin() -> Stats:
@@ -134,13 +155,14 @@ def example(case):
     stats = current()
     note_corners(case)
     stats.examples += 1
+    stats.pending_diagnosis = None
     try:
         yield
     except HypothesisException:
         raise  # Hypothesis' own control flow (a rejected draw), not a failure
     except Exception as exc:
         if not any("config: B=" in n for n in getattr(exc, "__notes__", [])):
-            exc.add_note(f"the failing call:\n{case.describe()}")
+            exc.add_note(f"the drawn case:\n{case.describe()}")
         if stats.first_failure_example is None:
             stats.first_failure_example = stats.examples
             stats.first_failure_seconds = time.perf_counter() - stats.started
@@ -153,4 +175,6 @@ def example(case):
             "error": f"{type(exc).__name__}: {exc}"[:4000],
             "failure_kind": failure_kind(exc),
         }
+        if stats.pending_diagnosis is not None:
+            stats.counterexample["diagnosis"] = stats.pending_diagnosis
         raise

@@ -83,7 +83,8 @@ def lane_values(i) -> tuple[torch.Tensor, torch.Tensor]:
 def test_zero_query_gives_the_mean_of_the_dequantised_rows(kernel, data):
     fp8 = _fp8_formats(kernel)
     case = _draw_fp8_case(data, kernel, fp8)
-    with example(case, kernel):
+    with example(case, kernel, transform="q set to 0, every attn_sink to -inf (unless the "
+                                         "kernel declares finite sinks)"):
         H = case.inputs.H
         sink = case.inputs.attn_sink if kernel.pre.finite_sinks \
             else torch.full((H,), float("-inf"))
@@ -126,7 +127,8 @@ def test_one_live_lane_returns_its_dequantised_value(kernel, data):
         pytest.skip(f"not exercised: {kernel.name} declares model-written lanes only "
                     f"(one live lane per token is not one)")
     case = _draw_fp8_case(data, kernel, fp8)
-    with example(case, kernel):
+    with example(case, kernel, transform="every attn_sink set to -inf; each token's lanes "
+                                         "but its first live one rewritten to ignored values"):
         i = case.inputs.replace(attn_sink=torch.full((case.inputs.H,), float("-inf")))
         i = _one_lane_v2(i) if i.CONVENTION == "v2" else _one_lane_v1(i)
         v, live = lane_values(i)

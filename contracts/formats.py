@@ -118,6 +118,17 @@ class Format:
         scale = self.scales(rows).repeat_interleave(self.group, dim=-1)
         return torch.cat([nope * scale, self.rope_values(rows)], dim=-1)
 
+    def magnitudes(self, rows: torch.Tensor) -> torch.Tensor:
+        """Byte rows `[..., row_bytes]` whose value is the magnitude of `rows`' value: the
+        sign bit of every e4m3 code, float32 scale and bf16 RoPE value cleared (UE8M0 has
+        none); a NaN code stays NaN, an infinity stays infinite, padding is kept."""
+        out = rows.clone()
+        self.codes(out)[:] &= 0x7F
+        if self.scale == "f32":  # little-endian: the sign is bit 7 of each scale's 4th byte
+            self.scale_field(out)[..., 3::4] &= 0x7F
+        self.rope_field(out)[..., 1::2] &= 0x7F  # and of each bf16's 2nd byte
+        return out
+
     def encode(self, codes: torch.Tensor, scales: torch.Tensor, rope: torch.Tensor,
                pad: int = 0) -> torch.Tensor:
         """Byte rows `[..., row_bytes]` from e4m3 `codes` `[..., nope]` uint8, `scales`
@@ -281,6 +292,16 @@ def check_pool(name: str, pool, D: int) -> str:
     return fmt_name
 
 
+def magnitudes(pool: torch.Tensor) -> torch.Tensor:
+    """A copy of `pool` (any format) whose every row's value is the magnitude of the
+    original's, elementwise (`Format.magnitudes`; `abs` for bf16)."""
+    name = of_pool(pool)
+    if name == BF16:
+        return pool.abs()
+    fmt = FORMATS[name]
+    return to_pool(name, fmt.magnitudes(records(pool)))
+
+
 def poison_rows(fmt: Format, n: int, gen: torch.Generator) -> torch.Tensor:
     """`n` byte rows a kernel must never read (`[n, row_bytes]` uint8), each breaking a
     different careless read, cycled: NaN codes (0x7F, 0xFF) with NaN scales and a NaN RoPE
@@ -326,5 +347,5 @@ def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | N
 
 
 __all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "UE8M0_BIAS", "UE8M0_NAN_CODE",
-           "Format", "check_pool", "e4m3", "get", "key_dims", "of_pool", "poison_pool",
+           "Format", "check_pool", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "poison_pool",
            "poison_rows", "as_bytes", "read_rows", "records", "to_pool", "value_dims", "values"]

@@ -12,8 +12,8 @@ it declares an optional attribute by setting it::
     sparse_attn.diagnose = lambda **args: "first divergent pass: ..."
 
 The suite reads each attribute through one function here (`preconditions_of`,
-`example_fraction_of`, `KernelUnderTest.diagnose`), which supplies the default for a kernel
-that does not declare it and rejects a malformed declaration with a `ContractError`.
+`example_fraction_of`, `shrink_seconds_of`, `KernelUnderTest.diagnose`), which supplies
+the default for a kernel that does not declare it and rejects a malformed declaration with a `ContractError`.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ class Kernel(Protocol):
     "fp8_ds_v4" (V4, 584-byte rows), or a tuple of them (each example draws one; the
     kernel tells which it got from the pool's dtype and row size). A run's `--kv-format`
     overrides it. Default: "bf16"."""
+
+    shrink_seconds: float
+    """How long Hypothesis may shrink one failure of this kernel, in seconds, for a kernel
+    whose calls are slow (Hypothesis' own bound is 300 s a failure): past it the failure
+    is reported as shrunk so far, and the report says shrinking was cut short. A run's
+    `--shrink-seconds` overrides it. Default: Hypothesis' bound."""
 
     lse: LSE
     """For a kernel that returns `(o, lse)`: what its LSE is (`LSE`: natural log or log2,
@@ -168,6 +174,18 @@ def example_fraction_of(kernel) -> float:
     return float(fraction)
 
 
+def shrink_seconds_of(kernel) -> float | None:
+    """The shrink budget a kernel asks for (attribute `shrink_seconds`), or None."""
+    seconds = getattr(kernel, "shrink_seconds", None)
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not 0 < seconds < float("inf"):
+        raise ContractError(
+            f"shrink_seconds: expected a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
 @dataclass(frozen=True)
 class KernelUnderTest:
     """A kernel as the properties receive it: its name (built-in or `module:callable`), the
@@ -185,6 +203,8 @@ class KernelUnderTest:
     kv_formats: tuple[str, ...] = (formats.BF16,)
     #: what its returned LSE is, or None: it returns `o` alone (section 13)
     lse: LSE | None = None
+    #: how long one failure may shrink (seconds), or None: Hypothesis' own bound
+    shrink_seconds: float | None = None
 
     @classmethod
     def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
@@ -193,7 +213,8 @@ class KernelUnderTest:
             return cls(name=name, fn=fn, pre=preconditions_of(fn),
                        example_fraction=example_fraction_of(fn), faulty=faulty,
                        max_packed_batch=max_packed_batch_of(fn), convention=convention_of(fn),
-                       kv_formats=kv_formats_of(fn), lse=lse_of(fn))
+                       kv_formats=kv_formats_of(fn), lse=lse_of(fn),
+                       shrink_seconds=shrink_seconds_of(fn))
         except ContractError as exc:
             raise ContractError(f"kernel {name!r}: {exc}") from exc
 

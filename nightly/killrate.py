@@ -89,6 +89,7 @@ def summarise(run: dict) -> list[dict]:
         verdict = ("killed" if caught else "SURVIVED") if faulty else (
             "FAILED" if caught else "passed")
         size = ((caught.get("counterexample") or {}).get("size") if caught else None)
+        diagnosis = ((caught.get("counterexample") or {}).get("diagnosis") if caught else None)
         kinds = {r["property"]: failure_kind(r) for r in failed}
         how = kinds[caught["property"]] if caught else None
         if full and ASSERTION in kinds.values():
@@ -100,13 +101,24 @@ def summarise(run: dict) -> list[dict]:
                      "failure_kinds": kinds,
                      "examples_to_kill": int(examples) if caught else None,
                      "seconds_to_kill": round(seconds, 3) if caught else None,
-                     "shrunk_size": size, "replay": caught.get("replay") if caught else None})
+                     "shrunk_size": size, "replay": caught.get("replay") if caught else None,
+                     "diagnosis": top_hypothesis(diagnosis)})
     return rows
+
+
+def top_hypothesis(diagnosis: dict | None) -> str | None:
+    """The diagnosis column: the best hypothesis that explains the shrunk failure
+    (`attention.counterfactuals`), "unexplained" when none does, None without a diagnosis
+    (a kernel error, or a failure that is no comparison with the reference)."""
+    if not diagnosis or not diagnosis.get("failing_rows"):
+        return None
+    best = next((h for h in diagnosis["hypotheses"] if h["explains"]), None)
+    return best["hypothesis"] if best else "unexplained"
 
 
 def table(rows: list[dict]) -> str:
     head = (f"{'kernel':38} {'verdict':9} {'caught by':42} {'how':12} {'examples':>8} "
-            f"{'seconds':>8}  shrunk")
+            f"{'seconds':>8}  {'diagnosis':18} shrunk")
     lines = [head, "-" * len(head)]
     for r in rows:
         size = r["shrunk_size"]
@@ -116,13 +128,19 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['kernel']:38} {r['verdict']:9} {r['caught_by'] or '-':42} {how:12} "
                      f"{r['examples_to_kill'] if r['examples_to_kill'] is not None else '-':>8} "
                      f"{r['seconds_to_kill'] if r['seconds_to_kill'] is not None else '-':>8}  "
-                     f"{shrunk}")
+                     f"{r.get('diagnosis') or '-':18} {shrunk}")
     killed = [r for r in rows if r["faulty"] and r["verdict"] == "killed"]
     faulty = [r for r in rows if r["faulty"]]
     only_errors = [r for r in killed if r.get("caught_how") == KERNEL_ERROR]
     lines.append(f"\nkilled {len(killed)} of {len(faulty)} faulty kernels"
                  + (f" ({len(only_errors)} only by a kernel error, no property's check: "
                     f"{', '.join(r['kernel'] for r in only_errors)})" if only_errors else ""))
+    diagnosed = [r for r in killed if r.get("diagnosis")]
+    if diagnosed:
+        named = [r for r in diagnosed if r["diagnosis"] != "unexplained"]
+        lines.append(f"diagnosis: a hypothesis of attention/counterfactuals.py explains "
+                     f"{len(named)} of the {len(diagnosed)} killed kernels whose shrunk "
+                     f"failure has one (the others: unexplained)")
     if killed:
         ex = [r["examples_to_kill"] for r in killed]
         sec = [r["seconds_to_kill"] for r in killed]

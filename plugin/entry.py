@@ -23,6 +23,7 @@ of an environment that has the suite installed.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ JOBS = ("plugin.selection", "plugin.reporting", "plugin.replay",
         "nightly.npu_pool", "plugin.features", "nightly.known_failures",
         "nightly.sharding", "nightly.example_db")
 _SUITE_OPTIONS = ("kernel", "contract", "kv_format", "window_builder", "report_dir", "first_kill", "replay",
-                  "no_packing", "npu_cards", "shard", "example_db_from", "known_failures")
+                  "shrink_seconds", "no_packing", "npu_cards", "shard", "example_db_from", "known_failures")
 
 
 def pytest_addoption(parser):
@@ -73,6 +74,10 @@ def pytest_addoption(parser):
     group.addoption("--no-packing", action="store_true",
                     help="never pack independent calls into one call along B, even for a "
                          "kernel that declares max_packed_batch (to measure or bisect)")
+    group.addoption("--shrink-seconds", type=_positive_seconds, default=None, metavar="SECONDS",
+                    help="shrink each failure for at most SECONDS (default: the kernel's "
+                         "shrink_seconds, else Hypothesis' 300 s); the report says when "
+                         "shrinking was cut short")
     group.addoption("--replay", default=None, metavar="VERSION:BLOB",
                     help="replay one counterexample: hypothesis version and blob of the "
                          "@reproduce_failure line printed with a failure, or that whole line "
@@ -102,6 +107,17 @@ def pytest_addoption(parser):
     pool.addoption("--known-failures", default=None, metavar="TOML",
                    help="known failures (by kernel and suite version) run as strict xfail "
                         "(env SPARSE_ATTN_KNOWN_FAILURES)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--shrink-seconds: expected a finite number of seconds > 0, got {text!r}")
+    return value
 
 
 def pytest_cmdline_main(config):

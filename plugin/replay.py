@@ -13,6 +13,7 @@ import re
 import shlex
 
 import hypothesis
+import hypothesis.errors
 import pytest
 
 from sparse_attn_conformance.conformance.recorder import REPLAY_SECTION
@@ -88,13 +89,53 @@ def pytest_collection_modifyitems(config, items):
     hypothesis_hooks.replay(items[0].obj, version or hypothesis.__version__, data)
 
 
+#: the `user_properties` key marking a replayed test whose failure did not reproduce
+NOT_REPRODUCED_KEY = "conformance_replay_not_reproduced"
+
+
+def _not_reproduced(item, call) -> bool:
+    """Whether `call` is a `--replay` run whose example passed (Hypothesis raises
+    `DidNotReproduce` when a `@reproduce_failure` example passes)."""
+    return (call.when == "call" and call.excinfo is not None
+            and bool(item.config.getoption("replay"))
+            and call.excinfo.errisinstance(hypothesis.errors.DidNotReproduce))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test (or an expected failure, a contract finding) gets its replay command."""
+    """A failed test (or an expected failure, a contract finding) gets its replay command.
+    A replay whose example passes now is not a failure: the test passes, marked, and the
+    run's summary says the failure no longer reproduces (no new replay line)."""
     report = yield
+    if _not_reproduced(item, call):
+        report.outcome, report.longrepr = "passed", None
+        report.user_properties = [*report.user_properties, (NOT_REPRODUCED_KEY, (
+            f"{report.nodeid}: the replayed failure no longer reproduces: the example "
+            f"passes on this kernel now"))]
+        return report
     if call.when == "call" and (report.failed or hasattr(report, "wasxfail")):
         who = identity(item)
         report.sections.append((REPLAY_SECTION, replay_command(
             selector(item), who["kernel"], hypothesis.settings.get_current_profile_name(),
             find_blob(str(report.longrepr)) or given_blob(item.config))))
     return report
+
+
+_not_reproduced_lines: list[str] = []
+
+
+def pytest_sessionstart(session):
+    _not_reproduced_lines.clear()
+
+
+def pytest_runtest_logreport(report):
+    for key, text in getattr(report, "user_properties", ()):
+        if key == NOT_REPRODUCED_KEY:
+            _not_reproduced_lines.append(text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _not_reproduced_lines:
+        terminalreporter.section("replay: did not reproduce")
+        for line in _not_reproduced_lines:
+            terminalreporter.write_line(line)

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from sparse_attn_conformance.conformance import harness, recorder
-from sparse_attn_conformance.plugin.selection import kernel_of, kernel_spec
+from sparse_attn_conformance.plugin.selection import SHRINK_BUDGET, kernel_of, kernel_spec
 
 
 def register_report(config) -> None:
@@ -37,6 +37,13 @@ def pytest_runtest_call(item):
     finally:
         stats = recorder.end()
         if stats is not None:
+            budget = item.stash.get(SHRINK_BUDGET, None)
+            # Hypothesis' own word on why it stopped (its pytest plugin keeps the run's
+            # statistics on the item: "Stopped because shrinking was very slow")
+            cut = "shrinking was very slow" in str(getattr(item, "hypothesis_statistics", ""))
+            shrunk = recorder.shrinking(stats, budget, cut) if budget is not None else None
+            if shrunk is not None and stats.get("counterexample"):
+                stats["counterexample"]["shrinking"] = shrunk
             item.user_properties.append((recorder.STATS_KEY, stats))
 
 
@@ -50,6 +57,14 @@ def pytest_runtest_makereport(item, call):
     if call.excinfo is not None:
         report.user_properties = [*report.user_properties, (
             recorder.FAILURE_KIND_KEY, recorder.failure_kind(call.excinfo.value))]
+    shrunk = next((v["counterexample"].get("shrinking") for k, v in item.user_properties
+                   if k == recorder.STATS_KEY and v.get("counterexample")), None)
+    if shrunk and shrunk["cut_short"]:
+        report.sections.append((recorder.SHRINKING_SECTION, (
+            f"shrinking stopped after {shrunk['seconds']:.0f} s at its budget of "
+            f"{shrunk['budget']:g} s (--shrink-seconds, the kernel's shrink_seconds, or "
+            f"Hypothesis' 300 s): the failing example above may not be minimal; a rerun "
+            f"resumes shrinking from it (the example database keeps it)")))
     kernel = kernel_of(item)
     text = harness.diagnose(kernel) if kernel is not None else None
     if text:

@@ -193,6 +193,15 @@ def pytest_generate_tests(metafunc):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marks
 def pytest_collection_modifyitems(config, items):
+    # a run of one convention runs (and reports) that convention's properties and
+    # findings only: another convention's tests are deselected, not skipped
+    conventions = {k.convention for k in kernels(config)}
+    other = [item for item in items if (c := _convention_of_item(item)) is not None
+             and c not in conventions]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        drop = set(other)
+        items[:] = [item for item in items if item not in drop]
     first_kill = config.getoption("first_kill")
     for item in items:
         who = identity(item)
@@ -200,6 +209,11 @@ def pytest_collection_modifyitems(config, items):
         if first_kill:
             # one worker per kernel, so that each worker knows its kernels' kills
             item.add_marker(pytest.mark.xdist_group(who["kernel"] or "none"))
+
+
+def _convention_of_item(item) -> str | None:
+    module = getattr(item, "module", None)
+    return convention_of_module(module) if module is not None else None
 
 
 #: kernel name -> the property that killed it (with --first-kill)
@@ -218,8 +232,16 @@ def pytest_runtest_logreport(report):
         _killed.setdefault(who["kernel"], who["property"])
 
 
+#: the shrink budget (seconds) a test ran under, for the report (`plugin.reporting`)
+SHRINK_BUDGET = pytest.StashKey[float]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     kernel = kernel_of(item)
-    with hypothesis_hooks.scaled_examples(item.obj, kernel.example_fraction if kernel else 1.0):
+    seconds = item.config.getoption("shrink_seconds", None) or (
+        kernel.shrink_seconds if kernel else None)
+    with hypothesis_hooks.scaled_examples(item.obj, kernel.example_fraction if kernel else 1.0), \
+            hypothesis_hooks.shrink_budget(seconds) as budget:
+        item.stash[SHRINK_BUDGET] = budget
         return (yield)

@@ -139,3 +139,24 @@ def test_out_dir_without_a_report_is_an_error(tmp_path, monkeypatch, capsys):
     assert killrate.main(["--kernels", "reference", "--out", str(tmp_path)]) == 2
     assert "pytest wrote no report" in capsys.readouterr().err
     assert (tmp_path / "conformance-other-kill.json").exists()
+
+
+def test_diagnosis_column_names_the_best_explaining_hypothesis():
+    run = copy.deepcopy(dict(RUN, first_kill=True))
+    failed = next(r for r in run["results"] if r["status"] == "failed")
+    failed["counterexample"]["diagnosis"] = {"failing_rows": 2, "hypotheses": [
+        {"hypothesis": "sink-dropped", "explains": True},
+        {"hypothesis": "scale", "explains": True}]}
+    rows = {r["kernel"]: r for r in summarise(run)}
+    assert rows["mutant-a"]["diagnosis"] == "sink-dropped"
+    assert rows["mutant-b"]["diagnosis"] is None
+    text = table(list(rows.values()))
+    assert "diagnosis" in text.splitlines()[0]
+    [line] = [t for t in text.splitlines() if t.startswith("mutant-a ")]
+    assert "sink-dropped" in line.split()
+    assert "explains 1 of the 1 killed kernels whose shrunk failure has one" in text
+    failed["counterexample"]["diagnosis"]["hypotheses"] = [
+        {"hypothesis": "scale", "explains": False}]
+    assert summarise(run)[1]["diagnosis"] == "unexplained"
+    failed["counterexample"]["diagnosis"] = {"failing_rows": 0, "hypotheses": []}
+    assert summarise(run)[1]["diagnosis"] is None

@@ -203,6 +203,16 @@ def one_live_slot():
     return make([[-1]], [[1]])
 
 
+def logits_below_the_sentinel():
+    """One live window row, all positive, a query of -2^100 on its first dim and a -inf
+    sink: the token's one logit is about -2^100, below -1e20."""
+    kw = make([[0, -1]], sink=float("-inf"), scale=1.0)
+    flat(kw, 0)[:] = 1.0
+    kw["q"] = torch.zeros_like(kw["q"])
+    kw["q"][..., 0] = -(2.0**100)
+    return kw
+
+
 def interleaved_cmp_table():
     return make([[-1], [-1]], [[1], [2]], S=1, table=[[1], [0]])
 
@@ -311,6 +321,7 @@ MUTANT_CASES = {
     "page-run-window": non_consecutive_window,
     "first-head-of-tile": q_heads_17,
     "cut-fp32": slot_at_2_24,
+    "finite-empty-sentinel": logits_below_the_sentinel,
     **{name: (lambda b=build, t=past[0]: b(t)) for name, (build, _, past) in THRESHOLDS.items()
        if name != "cut-fp32"},
 }

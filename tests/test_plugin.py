@@ -79,6 +79,70 @@ def test_slow_kernel_runs_its_declared_share_of_examples(tmp_path):
     assert "example_fraction: expected a number in (0, 1], got 2" in res.stdout + res.stderr
 
 
+SLOW_FAULTY = """
+import time
+from sparse_attn_conformance.kernels.faulty.v1 import MUTANTS
+from sparse_attn_conformance.kernels.torch.reference import sparse_attn as _ref
+_faulty = MUTANTS["sink-dropped"]
+def attn(**kw):
+    time.sleep(0.05)  # a slow kernel: shrinking its failure costs seconds
+    # wrong from two heads on: Hypothesis' first (simplest) example passes, so a failure
+    # has something to shrink
+    return (_faulty if kw["q"].shape[2] >= 2 else _ref)(**kw)
+attn.shrink_seconds = 0.3
+def bad(**kw):
+    return _faulty(**kw)
+bad.shrink_seconds = "fast"
+"""
+
+
+def test_shrinking_is_bounded_by_the_kernel_or_the_option(tmp_path):
+    """A kernel's `shrink_seconds` bounds shrinking its failures, and the failure says it
+    was cut short; `--shrink-seconds` overrides it; bad values are named errors."""
+    import os
+    (tmp_path / "slow_faulty.py").write_text(SLOW_FAULTY)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    test = "sparse_attn_conformance.conformance.test_sink_and_empty::test_zero_query_closed_form"
+
+    def run(*args):
+        # from tmp_path: its own example database, so no earlier run's shrunk example
+        # is replayed first
+        return subprocess.run([sys.executable, "-m", "pytest", "--pyargs", test,
+                               "-p", "no:xdist", "-p", "no:cacheprovider",
+                               "--hypothesis-profile=dev", *args],
+                              capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+    res = run("--kernel=slow_faulty:attn", f"--report-dir={tmp_path}/r")
+    assert res.returncode == 1, res.stdout[-2000:]
+    assert "shrinking cut short" in res.stdout
+    assert "at its budget of 0.3 s" in res.stdout
+    import json
+    [path] = list((tmp_path / "r").glob("conformance-*.json"))
+    [r] = json.loads(path.read_text())["results"]
+    assert r["counterexample"]["shrinking"]["cut_short"] is True
+    assert r["counterexample"]["shrinking"]["budget"] == 0.3
+    res = run("--kernel=slow_faulty:attn", "--shrink-seconds=600")
+    assert res.returncode == 1 and "shrinking cut short" not in res.stdout, res.stdout[-2000:]
+    res = run("--kernel=slow_faulty:bad")
+    assert "shrink_seconds: expected a finite number of seconds > 0, got 'fast'" in \
+        res.stdout + res.stderr
+    res = run("--kernel=reference", "--shrink-seconds=0")
+    assert res.returncode != 0
+    assert "--shrink-seconds: expected a finite number of seconds > 0, got '0'" in res.stderr
+
+
+def test_a_run_of_one_convention_collects_only_its_properties():
+    """Another convention's properties (and its contract findings) are deselected, not
+    skipped: they are neither run nor reported."""
+    res = pytest_cli("conformance", "--kernel=reference-v2", "--co", "-q")
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "conformance/v2/" in res.stdout and "conformance/v1/" not in res.stdout
+    assert "deselected" in res.stdout
+    res = pytest_cli("conformance", "--kernel=reference", "--co", "-q")
+    assert "conformance/v1/test_position_causality.py" in res.stdout
+    assert "conformance/v2/" not in res.stdout
+
+
 FOREIGN_TEST = """
 import pytest
 from hypothesis import settings

@@ -97,6 +97,35 @@ def test_replay_line_reproduces_the_failure(mixed_run):
     assert bad["replay"] in res.stdout
 
 
+def test_failure_tells_the_call_the_kernel_got(mixed_run):
+    """The drawn case, then every argument of the call the property made: the zero-query
+    property's `q` is zero there, and marked as the property's change."""
+    _, _, _, run = mixed_run
+    by = {(r["kernel"], r["property"]): r for r in run["results"]}
+    call = by[("mutant-sink-dropped", "test_zero_query_closed_form")]["counterexample"]["call"]
+    lines = call.splitlines()
+    assert lines[0] == "the property's change to the drawn case: q set to 0"
+    q = next(line for line in lines if line.lstrip(" *").startswith("q:"))
+    assert q.startswith(" * q: bfloat16 [") and set(q.split("= [")[1].rstrip("], .")
+                                                     .split(", ")) <= {"0", "-0"}
+    assert all(line.startswith("   ") for line in lines if "attn_sink:" in line)  # unchanged
+
+
+def test_a_replay_that_no_longer_fails_passes_and_says_so(mixed_run):
+    """The faulty kernel's shrunk failure replayed on the correct kernel (as after a fix):
+    the test passes, the summary says the failure did not reproduce, and no replay line."""
+    _, _, _, run = mixed_run
+    bad = next(r for r in run["results"] if r["status"] == "failed")
+    fixed = shlex.split(bad["replay"].replace(f"[{bad['kernel']}]", "[reference]")
+                        .replace(f"--kernel={bad['kernel']}", "--kernel=reference"))
+    res = subprocess.run([sys.executable, "-m", *fixed], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "1 passed" in res.stdout and "replay: did not reproduce" in res.stdout
+    assert "the replayed failure no longer reproduces" in res.stdout
+    assert "replay this failure" not in res.stdout and "--replay=" not in res.stdout
+
+
 class _Cells(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -147,6 +176,8 @@ def test_html_matrix_renders_in_a_browser(mixed_run, tmp_path):
     assert parser.cells[("mutant-sink-dropped", "test_zero_query_closed_form")][1] == "fail"
     assert parser.cells[("reference", "test_zero_query_closed_form")][1] == "pass"
     assert "<svg" in dom and "Failures (" in dom
+    # each failure shows the call its kernel got, the property's change first
+    assert '<pre class="kernel-call">the property' in dom
     assert_coverage_matches(dom, [run])
 
 

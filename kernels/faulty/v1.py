@@ -645,6 +645,19 @@ class DistinctAddresses(TiledKernel):
         return live_window & keep, live_cmp & keep
 
 
+class FiniteEmptySentinel(TiledKernel):
+    """An empty token recognised by a finite "minus infinity" (class: finite sentinel, issue
+    #25; sglang's SM120 kernel at -1e20, vLLM's bf16 sparse MLA at -1e30): a token whose
+    running max stayed at or below -1e20 returns 0, so a token whose live logits all lie
+    below it (inside the domain, down to -2^120) loses its output. Exposed by such a token
+    with a sink below its logits
+    (conformance.logits.far_below_zero; the extreme value regime only by chance)."""
+
+    def finish(self, state, sink, rows):
+        o = super().finish(state, sink, rows)
+        return torch.where(state[0] <= -1e20, 0.0, o)
+
+
 #: name (without the `mutant-` prefix) -> kernel instance
 MUTANTS = {
     "per-batch-length": PerBatchLength(),
@@ -698,4 +711,5 @@ MUTANTS = {
     "column-12bit": Column12Bit(),
     "block-id-16": BlockId16(),
     "distinct-addresses": DistinctAddresses(),
+    "finite-empty-sentinel": FiniteEmptySentinel(),
 }

@@ -330,6 +330,19 @@ class DistinctAddressesV2(TiledKernelV2):
 
 
 #: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
+class FiniteEmptySentinelV2(TiledKernelV2):
+    """An empty token recognised by a finite "minus infinity" (class: finite sentinel, issue
+    #25; sglang's SM120 kernel at -1e20, vLLM's bf16 sparse MLA at -1e30): a token whose
+    running max stayed at or below -1e20 returns 0, so a token whose live logits all lie
+    below it (inside the domain, down to -2^120) loses its output. Exposed by such a token
+    with a sink below its logits
+    (conformance.logits.far_below_zero; the extreme value regime only by chance)."""
+
+    def finish(self, state, sink):
+        o = super().finish(state, sink)
+        return torch.where(state[0] <= -1e20, 0.0, o)
+
+
 MUTANTS_V2 = {
     "empty-tile-merge": EmptyTileMerge(),
     "window-by-count": WindowByCount(),
@@ -353,4 +366,5 @@ MUTANTS_V2 = {
     "token-grid-limit": TokenGridLimit(),
     "head-grid-limit": HeadGridLimit(),
     "distinct-addresses": DistinctAddressesV2(),
+    "finite-empty-sentinel": FiniteEmptySentinelV2(),
 }

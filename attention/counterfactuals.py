@@ -1,0 +1,314 @@
+"""Counterfactual references: what a kernel's output would be under one named mistake, and
+which mistakes explain a failure.
+
+A failing example holds the exact input (`Attended`: what each token attends to) and the
+kernel's exact output. Each hypothesis here is a small change to what a token attends to or
+to how the formula is applied (the sink dropped, another head's sink, the scale ignored, one
+live lane dropped, repeated rows counted once, ...), written once over `Attended`, so both
+calling conventions and every cache format get it. A hypothesis *explains* a failure when,
+on every output row where the kernel misses the reference, the kernel's output matches
+the hypothesis' output within that row's tolerance while the hypothesis' output itself
+misses the reference there. Hypotheses with variants (which lane was dropped, which head's
+sink was read) may explain each row by a different variant; the explanation names them.
+
+Not in this catalogue (they need the calling convention's addressing, not `Attended`): the
+cut at another position, another token's or batch's positions or table row, an ignored
+lane read from its address, the integer-edge wraps. A failure they cause is reported as
+unexplained, with the closest hypotheses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import torch
+
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.attention.reference import attend
+
+#: The most live lanes per token the lane hypotheses try one by one.
+MAX_LANES = 256
+#: Seconds a diagnosis may take; past it, the remaining hypotheses are not tried.
+BUDGET_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One named mistake: `variants(att)` yields `(label, output)` pairs, the output
+    `[*tokens, H, D_v]` float64 the kernel would give under each variant; `says` is the
+    sentence a kernel author reads, `{rows}` replaced by what the variants explain."""
+
+    name: str
+    says: str
+    variants: Callable[[Attended], Iterator[tuple[str, torch.Tensor]]]
+
+
+@dataclass
+class Explanation:
+    """How well one hypothesis matches a failure: `tightness` is the worst, over the rows
+    that fail, of the best variant's error over the tolerance (<= 1: explained)."""
+
+    name: str
+    says: str
+    tightness: float
+    explained: int
+    failing: int
+    variants: list[str]
+
+    @property
+    def explains(self) -> bool:
+        return self.explained == self.failing > 0
+
+    def sentence(self) -> str:
+        which = ", ".join(self.variants[:6]) + (" ..." if len(self.variants) > 6 else "")
+        return self.says.format(rows=which or "-")
+
+    def as_dict(self) -> dict:
+        return {"hypothesis": self.name, "explains": self.explains,
+                "tightness": round(self.tightness, 4), "rows_explained": self.explained,
+                "rows_failing": self.failing, "variants": self.variants[:32],
+                "sentence": self.sentence()}
+
+
+def _out(att: Attended) -> torch.Tensor:
+    return attend(att, torch.float64)
+
+
+def _one(label: str, att: Attended) -> Iterator[tuple[str, torch.Tensor]]:
+    yield label, _out(att)
+
+
+def _sink_dropped(att):
+    yield from _one("every head", replace(att, attn_sink=torch.full_like(att.attn_sink,
+                                                                         float("-inf"))))
+
+
+def _sink_other_head(att):
+    H = att.attn_sink.shape[0]
+    for shift in range(1, min(H, 4)):
+        for sign in (1, -1):
+            yield (f"head h reads head h{'+' if sign > 0 else '-'}{shift}'s sink",
+                   _out(replace(att, attn_sink=att.attn_sink.roll(-sign * shift))))
+
+
+def _sink_scaled(att):
+    s = att.attn_sink.double()
+    for label, sink in (("times softmax_scale", s * att.softmax_scale),
+                        ("times log2(e)", s * 1.4426950408889634), ("negated", -s)):
+        yield label, _out(replace(att, attn_sink=sink.float()))
+
+
+def _sink_unshifted(att):
+    # the sink term taken as exp(sink), not exp(sink - m): only the logits are shifted
+    q, kv = att.q.double(), att.rows.double()
+    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
+    z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
+    m = z.amax(-1, keepdim=True)
+    empty = ~att.live.any(dim=-1)
+    m = torch.where(empty[..., None, None], 0.0, m)
+    p = torch.where(att.live.unsqueeze(-2), torch.exp(z - m), 0.0)
+    den = p.sum(-1, keepdim=True) + torch.exp(att.attn_sink.double())[:, None]
+    v = kv if att.d_v is None else kv[..., :att.d_v]
+    o = torch.einsum("...ht,...td->...hd", p, v) / den
+    yield "exp(sink) beside exp(z - m)", torch.where(empty[..., None, None], 0.0, o)
+
+
+def _zero_rows(att):
+    yield "0", torch.zeros_like(_out(att))
+
+
+def _scale(att):
+    s = att.softmax_scale
+    for label, new in (("ignored (1)", 1.0), ("squared (applied twice)", s * s),
+                       ("inverted", 1.0 / s if s else 0.0), ("negated", -s)):
+        if new != s:
+            yield label, _out(replace(att, softmax_scale=new))
+
+
+def _lane_dropped(att):
+    L = att.live.shape[-1]
+    for j in range(min(L, MAX_LANES)):
+        if bool(att.live[..., j].any()):
+            live = att.live.clone()
+            live[..., j] = False
+            yield f"lane {j}", _out(replace(att, live=live))
+
+
+def _duplicates_once(att):
+    rows, live = att.rows, att.live.clone()
+    L = live.shape[-1]
+    for j in range(L):
+        for i in range(j):
+            same = (rows[..., i, :] == rows[..., j, :]).all(dim=-1) & att.live[..., i]
+            live[..., j] &= ~same
+    if not torch.equal(live, att.live):
+        yield "each repeated row once", _out(replace(att, live=live))
+
+
+def _zero_rows_admitted(att):
+    # an ignored lane masked to a zero row but left in the softmax: logit 0, value 0
+    ignored = (~att.live).sum(dim=-1)
+    most = int(ignored.max()) if ignored.numel() else 0
+    for k in range(1, min(most, 8) + 1):
+        extra = torch.zeros(*att.rows.shape[:-2], k, att.rows.shape[-1], dtype=att.rows.dtype)
+        rows = torch.cat([att.rows, extra], dim=-2)
+        live = torch.cat([att.live, torch.ones(*att.live.shape[:-1], k, dtype=torch.bool)], -1)
+        yield f"{k} ignored lane(s) as zero rows", _out(replace(att, rows=rows, live=live))
+
+
+def _low_precision(att):
+    yield "probabilities in fp16", attend(att, torch.float64, prob_dtype=torch.float16)
+    yield "probabilities in fp8 e4m3", attend(att, torch.float64,
+                                              prob_dtype=torch.float8_e4m3fn)
+    yield "everything in fp16", attend(replace(att, rows=att.rows.to(torch.float16)),
+                                       torch.float16).double()
+
+
+def _no_max_shift(att):
+    # exp of the raw logits in fp32: overflow past 88, underflow below -103
+    q, kv = att.q.float(), att.rows.float()
+    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
+    p = torch.where(att.live.unsqueeze(-2), torch.exp(z), 0.0)
+    den = p.sum(-1, keepdim=True) + torch.exp(att.attn_sink.float())[:, None]
+    v = kv if att.d_v is None else kv[..., :att.d_v]
+    o = torch.einsum("...ht,...td->...hd", p, v) / den
+    empty = ~att.live.any(dim=-1)
+    yield "fp32, unshifted", torch.where(empty[..., None, None], 0.0, o).double()
+
+
+def _empty_nan(att):
+    out = _out(att)
+    empty = ~att.live.any(dim=-1)
+    yield "NaN for an empty token", torch.where(empty[..., None, None], float("nan"), out)
+
+
+def _token_or_head_mixed(att):
+    out = _out(att)
+    flat = out.reshape(-1, *out.shape[-2:])
+    if flat.shape[0] > 1:
+        for shift in (1, -1):
+            yield (f"token t gets token t{'+' if shift > 0 else '-'}1's output",
+                   flat.roll(-shift, 0).reshape(out.shape))
+    if out.shape[-2] > 1:
+        for shift in (1, -1):
+            yield (f"head h gets head h{'+' if shift > 0 else '-'}1's output",
+                   out.roll(-shift, -2))
+
+
+CATALOGUE: tuple[Hypothesis, ...] = (
+    Hypothesis("sink-dropped", "the sink is left out of the denominator ({rows})",
+               _sink_dropped),
+    Hypothesis("sink-other-head", "a head reads another head's sink ({rows})",
+               _sink_other_head),
+    Hypothesis("sink-scaled", "the sink is transformed before use: {rows}", _sink_scaled),
+    Hypothesis("sink-unshifted", "the sink enters as exp(sink), without the running max "
+               "the logits are shifted by ({rows})", _sink_unshifted),
+    Hypothesis("scale", "softmax_scale is applied wrongly: {rows}", _scale),
+    Hypothesis("lane-dropped", "a live lane is left out of the softmax ({rows}; lanes "
+               "counted in the token's lane order, window lanes first in v2)", _lane_dropped),
+    Hypothesis("duplicates-once", "two live lanes naming the same row count once, not "
+               "twice (a gather that deduplicates)", _duplicates_once),
+    Hypothesis("zero-rows-admitted", "ignored lanes are masked to zero rows but left in "
+               "the softmax: each adds exp(0 - m) to the denominator ({rows})",
+               _zero_rows_admitted),
+    Hypothesis("low-precision", "the pipeline is narrower than the contract's: {rows}",
+               _low_precision),
+    Hypothesis("no-max-shift", "exp is taken without subtracting the running max "
+               "({rows}): logits past 88 overflow", _no_max_shift),
+    Hypothesis("empty-token-nan", "a token with no live lane returns NaN, not 0",
+               _empty_nan),
+    Hypothesis("rows-mixed", "outputs are written to the wrong row: {rows}",
+               _token_or_head_mixed),
+    Hypothesis("row-not-written", "the failing rows are exactly 0: never written, or their "
+               "token taken for empty", _zero_rows),
+)
+
+
+@dataclass
+class Diagnosis:
+    explanations: list[Explanation]
+    failing: int
+    cut_short: bool = False
+    seconds: float = 0.0
+
+    @property
+    def explained(self) -> list[Explanation]:
+        return [e for e in self.explanations if e.explains]
+
+    def text(self) -> str:
+        lines = []
+        if self.failing == 0:
+            return ("the kernel's output matches the reference on this call; the failure "
+                    "compares it with something else (another call, a closed form)")
+        good = self.explained
+        if good:
+            for rank, e in enumerate(good, 1):
+                lines.append(f"{rank}. {e.name} (error / tolerance at most {e.tightness:.3g} "
+                             f"on all {e.failing} failing rows): {e.sentence()}")
+        else:
+            lines.append(f"no known hypothesis explains all {self.failing} failing rows; "
+                         f"the closest:")
+            for e in sorted(self.explanations, key=lambda e: (-e.explained, e.tightness))[:3]:
+                lines.append(f"   {e.name}: explains {e.explained} of {e.failing} rows "
+                             f"({e.sentence()})")
+        if self.cut_short:
+            lines.append(f"(cut short after {self.seconds:.1f} s: later hypotheses of the "
+                         f"catalogue were not tried)")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"failing_rows": self.failing, "cut_short": self.cut_short,
+                "seconds": round(self.seconds, 3),
+                "hypotheses": [e.as_dict() for e in sorted(
+                    self.explanations, key=lambda e: (not e.explains, -e.explained,
+                                                      e.tightness))]}
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
+    """Per row `[*tokens, H]`: max |a - b| / tol, NaN equal to NaN, inf where one side
+    is not finite and the other is."""
+    both_nan = a.isnan() & b.isnan()
+    diff = torch.where(both_nan, 0.0, (a - b).abs())
+    diff = torch.where(diff.isnan(), float("inf"), diff)
+    return diff.amax(dim=-1) / tol
+
+
+def diagnose(att: Attended, actual: torch.Tensor, tol: torch.Tensor,
+             catalogue: tuple[Hypothesis, ...] = CATALOGUE,
+             budget: float = BUDGET_SECONDS) -> Diagnosis:
+    """Which hypotheses of `catalogue` explain `actual` (the kernel's output for `att`)
+    missing the reference by more than `tol` (per row), within `budget` seconds."""
+    start = time.perf_counter()
+    actual = actual.double()
+    gold = _out(att)
+    fail = _ratio(actual, gold, tol) > 1
+    n_fail = int(fail.sum())
+    diagnosis = Diagnosis([], n_fail)
+    if n_fail == 0:
+        return diagnosis
+    for hyp in catalogue:
+        if time.perf_counter() - start > budget:
+            diagnosis.cut_short = True
+            break
+        best = torch.full(fail.shape, float("inf"), dtype=torch.float64)
+        labels: dict[str, int] = {}
+        for label, out in hyp.variants(att):
+            # the variant explains a row when the kernel matches it there and it misses
+            # the reference there
+            r = _ratio(actual, out, tol)
+            differs = _ratio(out, gold, tol) > 1
+            r = torch.where(differs, r, float("inf"))
+            better = fail & (r < best)
+            if bool(better.any()) and bool((r[better] <= 1).any()):
+                labels[label] = int((better & (r <= 1)).sum())
+            best = torch.where(better, r, best)
+        ok = fail & (best <= 1)
+        worst = float(best[fail].max())
+        used = [lbl for lbl, _ in sorted(labels.items(), key=lambda kv: -kv[1])]
+        diagnosis.explanations.append(Explanation(hyp.name, hyp.says, worst, int(ok.sum()),
+                                                  n_fail, used))
+    diagnosis.seconds = time.perf_counter() - start
+    diagnosis.explanations.sort(key=lambda e: (not e.explains, -e.explained, e.tightness))
+    return diagnosis

@@ -1,0 +1,82 @@
+"""The counterfactual diagnosis (attention/counterfactuals.py): an output made by one
+hypothesis' own mistake is explained by that hypothesis; the correct output has nothing to
+explain; noise is explained by none; the diagnosis respects its time budget."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from sparse_attn_conformance.attention import counterfactuals as cf
+from sparse_attn_conformance.attention.attended import Attended
+from sparse_attn_conformance.attention.compare import golden, tolerance
+
+
+def attended(seed: int = 0) -> Attended:
+    g = torch.Generator().manual_seed(seed)
+    T, H, L, D = 3, 3, 6, 8
+    live = torch.rand(T, L, generator=g) < 0.7
+    live[:, 0] = True
+    rows = torch.where(live[..., None], torch.randn(T, L, D, generator=g), 0.0)
+    rows[:, 1] = rows[:, 0]          # a repeated row in every token
+    live[:, 1] = True
+    return Attended(q=(torch.randn(T, H, D, generator=g) * 2).bfloat16(),
+                    rows=rows.bfloat16(), live=live,
+                    attn_sink=torch.tensor([0.5, -1.0, 2.0]), softmax_scale=0.7,
+                    token_dims=("t",))
+
+
+def diagnosis_of(att: Attended, actual: torch.Tensor):
+    return cf.diagnose(att, actual, tolerance(att, golden(att)))
+
+
+def mistaken(att: Attended, name: str, label: str | None = None) -> torch.Tensor:
+    """The output hypothesis `name` gives (its variant `label`, else its first)."""
+    hyp = next(h for h in cf.CATALOGUE if h.name == name)
+    return next(out for lbl, out in hyp.variants(att) if label is None or lbl == label)
+
+
+@pytest.mark.parametrize("name, label", [
+    ("sink-dropped", None), ("sink-other-head", None), ("sink-scaled", "negated"),
+    ("sink-unshifted", None), ("scale", "ignored (1)"), ("scale", "squared (applied twice)"),
+    ("lane-dropped", "lane 0"), ("duplicates-once", None), ("rows-mixed", None),
+    ("row-not-written", None)])
+def test_each_mistake_is_explained_by_its_hypothesis(name, label):
+    att = attended()
+    found = diagnosis_of(att, mistaken(att, name, label))
+    assert found.failing > 0
+    names = [e.name for e in found.explained]
+    assert name in names, found.text()
+    if label is not None:
+        e = next(e for e in found.explained if e.name == name)
+        assert label in e.variants
+    assert found.as_dict()["hypotheses"][0]["explains"]
+
+
+def test_a_lane_dropped_in_one_token_only_names_that_lane():
+    att = attended(1)
+    live = att.live.clone()
+    j = int(torch.nonzero(live[1]).flatten()[-1])
+    live[1, j] = False
+    found = diagnosis_of(att, golden(replace(att, live=live)))
+    top = found.explained[0]
+    assert top.name == "lane-dropped" and top.variants == [f"lane {j}"], found.text()
+    assert f"lane {j}" in found.text()
+
+
+def test_the_correct_output_and_noise():
+    att = attended(2)
+    assert diagnosis_of(att, golden(att)).failing == 0
+    noise = golden(att) + torch.randn(golden(att).shape, generator=torch.Generator()
+                                      .manual_seed(3), dtype=torch.float64) * 10
+    found = diagnosis_of(att, noise)
+    assert found.failing > 0 and not found.explained
+    assert found.text().startswith("no known hypothesis explains all")
+
+
+def test_the_budget_cuts_the_catalogue_short():
+    att = attended(4)
+    found = cf.diagnose(att, mistaken(att, "row-not-written"),
+                        tolerance(att, golden(att)), budget=0.0)
+    assert found.cut_short and len(found.explanations) < len(cf.CATALOGUE)
+    assert "cut short" in found.text()
