@@ -56,19 +56,26 @@ def tolerance(inputs, gold: torch.Tensor) -> torch.Tensor:
     return K * err_base + FLOOR_REL * vmax + FLOOR_ABS
 
 
+def row_errors(actual: torch.Tensor, expected: torch.Tensor,
+               tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output row: the largest error, and its ratio to the row's tolerance. A
+    non-finite value on either side is an infinite error; a NaN tolerance (a reference
+    outside the domain) can never be met."""
+    actual, expected = actual.double(), expected.double()
+    finite = torch.isfinite(actual).all(dim=-1) & torch.isfinite(expected).all(dim=-1)
+    err = (actual - expected).abs().amax(dim=-1)
+    err = torch.where(finite, err, torch.tensor(float("inf"), dtype=err.dtype))
+    ratio = err / tol.double()
+    return err, torch.where(torch.isnan(ratio), float("inf"), ratio)
+
+
 def compare(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor,
             what: str = "kernel output", against: str = "the reference",
             dims: tuple[str, ...] = ("b", "s", "h")) -> Comparison:
     """Per-row check that `actual` is finite and within `tol` of `expected`; `dims` names
     a row's index in the message (`Attended.row_dims`)."""
     actual, expected = actual.double(), expected.double()
-    # a non-finite value on either side (the other side may be the kernel's own output) fails
-    finite = torch.isfinite(actual).all(dim=-1) & torch.isfinite(expected).all(dim=-1)
-    err = (actual - expected).abs().amax(dim=-1)
-    err = torch.where(finite, err, torch.tensor(float("inf"), dtype=err.dtype))
-    ratio = err / tol.double()
-    # a NaN tolerance (a reference outside the domain) can never be met: it fails, named
-    ratio = torch.where(torch.isnan(ratio), float("inf"), ratio)
+    err, ratio = row_errors(actual, expected, tol)
     worst = float(ratio.max()) if ratio.numel() else 0.0
     if worst <= 1.0:
         return Comparison(True, worst, "")

@@ -80,6 +80,28 @@ def _one(label: str, att: Attended) -> Iterator[tuple[str, torch.Tensor]]:
     yield label, _out(att)
 
 
+#: Finite "minus infinity" values kernels use for the running max or an empty token's LSE.
+SENTINELS = (-1e20, -1e30, -1e38)
+LOG2E = 1.4426950408889634
+
+
+def _finite_sentinel(att):
+    # a token whose largest live logit (natural or log2 units) is at or below a finite
+    # sentinel is taken for empty: its output is 0
+    q, kv = att.q.double(), att.rows.double()
+    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
+    z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
+    m = z.amax(dim=-1)
+    has = att.live.any(dim=-1)[..., None]
+    out = _out(att)
+    for unit, scale in (("", 1.0), (" in log2 units", LOG2E)):
+        for sentinel in SENTINELS:
+            taken = has & (m * scale <= sentinel)
+            if bool(taken.any()):
+                yield (f"at {sentinel:g}{unit}",
+                       torch.where(taken[..., None], 0.0, out))
+
+
 def _sink_dropped(att):
     yield from _one("every head", replace(att, attn_sink=torch.full_like(att.attn_sink,
                                                                          float("-inf"))))
@@ -197,7 +219,12 @@ def _token_or_head_mixed(att):
                    out.roll(-shift, -2))
 
 
+#: In order of prior belief: where several explain a failure equally tightly, the earlier
+#: is listed first.
 CATALOGUE: tuple[Hypothesis, ...] = (
+    Hypothesis("finite-sentinel", "a token whose live logits all lie below a finite "
+               "\"minus infinity\" is taken for empty and returns 0 ({rows}); the contract's "
+               "logits reach -2^120", _finite_sentinel),
     Hypothesis("sink-dropped", "the sink is left out of the denominator ({rows})",
                _sink_dropped),
     Hypothesis("sink-other-head", "a head reads another head's sink ({rows})",
@@ -238,25 +265,7 @@ class Diagnosis:
         return [e for e in self.explanations if e.explains]
 
     def text(self) -> str:
-        lines = []
-        if self.failing == 0:
-            return ("the kernel's output matches the reference on this call; the failure "
-                    "compares it with something else (another call, a closed form)")
-        good = self.explained
-        if good:
-            for rank, e in enumerate(good, 1):
-                lines.append(f"{rank}. {e.name} (error / tolerance at most {e.tightness:.3g} "
-                             f"on all {e.failing} failing rows): {e.sentence()}")
-        else:
-            lines.append(f"no known hypothesis explains all {self.failing} failing rows; "
-                         f"the closest:")
-            for e in sorted(self.explanations, key=lambda e: (-e.explained, e.tightness))[:3]:
-                lines.append(f"   {e.name}: explains {e.explained} of {e.failing} rows "
-                             f"({e.sentence()})")
-        if self.cut_short:
-            lines.append(f"(cut short after {self.seconds:.1f} s: later hypotheses of the "
-                         f"catalogue were not tried)")
-        return "\n".join(lines)
+        return text_of(self.as_dict())
 
     def as_dict(self) -> dict:
         return {"failing_rows": self.failing, "cut_short": self.cut_short,
@@ -264,6 +273,31 @@ class Diagnosis:
                 "hypotheses": [e.as_dict() for e in sorted(
                     self.explanations, key=lambda e: (not e.explains, -e.explained,
                                                       e.tightness))]}
+
+
+def text_of(diagnosis: dict) -> str:
+    """The diagnosis (`Diagnosis.as_dict()`) as a failure's text: the explaining
+    hypotheses ranked, or the closest ones."""
+    failing = diagnosis["failing_rows"]
+    if failing == 0:
+        return ("the kernel's output matches the reference on this call; the failure "
+                "compares it with something else (another call, a closed form)")
+    hyps = diagnosis["hypotheses"]
+    good = [h for h in hyps if h["explains"]]
+    lines = []
+    if good:
+        for rank, h in enumerate(good, 1):
+            lines.append(f"{rank}. {h['hypothesis']} (error / tolerance at most "
+                         f"{h['tightness']:.3g} on all {failing} failing rows): {h['sentence']}")
+    else:
+        lines.append(f"no known hypothesis explains all {failing} failing rows; the closest:")
+        for h in hyps[:3]:
+            lines.append(f"   {h['hypothesis']}: explains {h['rows_explained']} of {failing} "
+                         f"rows ({h['sentence']})")
+    if diagnosis["cut_short"]:
+        lines.append(f"(cut short after {diagnosis['seconds']:.1f} s: later hypotheses of the "
+                     f"catalogue were not tried)")
+    return "\n".join(lines)
 
 
 def _ratio(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:

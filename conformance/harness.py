@@ -11,9 +11,9 @@ from hypothesis.errors import HypothesisException
 
 from sparse_attn_conformance import contracts
 from sparse_attn_conformance.attention import counterfactuals
-from sparse_attn_conformance.attention.compare import compare, golden, tolerance
+from sparse_attn_conformance.attention.compare import compare, golden, row_errors, tolerance
 from sparse_attn_conformance.attention.lse import compare_lse
-from sparse_attn_conformance.conformance import calls, packing, recorder
+from sparse_attn_conformance.conformance import calls, packing, picture, recorder
 from sparse_attn_conformance.conformance.failures import KernelFailure
 from sparse_attn_conformance.contracts import checks
 from sparse_attn_conformance.contracts.v1 import Inputs
@@ -142,9 +142,11 @@ def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel out
     if not result.ok:
         error = AssertionError(result.message)
         if _final_example():
-            found = counterfactuals.diagnose(att, actual, tol)
-            error.add_note(f"diagnosis (attention/counterfactuals.py):\n{found.text()}")
-            recorder.note_diagnosis(found.as_dict())
+            found = counterfactuals.diagnose(att, actual, tol).as_dict()
+            error.add_note("diagnosis (attention/counterfactuals.py):\n"
+                           + counterfactuals.text_of(found))
+            _, ratio = row_errors(actual, expected, tol)
+            recorder.note_diagnosis(found, picture.of(att, ratio, found))
         raise error
     recorder.note_ratio(result.worst_ratio)
 

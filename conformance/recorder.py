@@ -93,10 +93,10 @@ def shrinking(stats: dict, budget: float, cut_short: bool) -> dict | None:
     return {"seconds": round(spent, 3), "budget": budget, "cut_short": cut_short}
 
 
-def note_diagnosis(diagnosis: dict) -> None:
-    """Keep the diagnosis of the running example's failure (`attention.counterfactuals`),
-    for its counterexample in the report."""
-    current().pending_diagnosis = diagnosis
+def note_diagnosis(diagnosis: dict, picture: dict | None = None) -> None:
+    """Keep the diagnosis of the running example's failure (`attention.counterfactuals`)
+    and its picture (`conformance.picture`), for its counterexample in the report."""
+    current().pending_diagnosis = {"diagnosis": diagnosis, "picture": picture}
 
 
 def begin() -> Stats:
@@ -176,5 +176,5 @@ def example(case):
             "failure_kind": failure_kind(exc),
         }
         if stats.pending_diagnosis is not None:
-            stats.counterexample["diagnosis"] = stats.pending_diagnosis
+            stats.counterexample.update(stats.pending_diagnosis)
         raise

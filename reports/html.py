@@ -23,6 +23,10 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px;white-space:p
 td.num{text-align:right}td.cov-zero{background:#f6b3b3;font-weight:bold}
 td.cov-none{color:#999;text-align:center}tr.total td,tr.total th{border-top:2px solid #888}
 details.coverage summary{cursor:pointer;margin:.3em 0}
+table.heat td{padding:1px 4px;font-size:11px;text-align:right}
+span.lane{display:inline-block;width:7px;height:11px;margin-right:1px;border:1px solid #777}
+span.lane.live{background:#6a8fd6}span.lane.ignored{background:#fff}
+span.lane.blamed{border:2px solid #d00}
 """
 
 #: Shown under the coverage table's heading.
@@ -133,6 +137,18 @@ def render(runs: list[dict]) -> str:
         failures=described(r for r in results
                            if r["status"] == "failed" and not r.get("contract_finding")),
         failure_kind_text=FAILURE_KIND_TEXT)
+
+
+def heat(ratio: float) -> str:
+    """A heat-map cell's colour for an error / tolerance ratio: white at 0, pale green up
+    to the tolerance, from orange to deep red past it (log scale, saturating at 1000)."""
+    if ratio <= 1:
+        return f"hsl(120, 45%, {97 - 17 * ratio:.0f}%)"
+    level = min(math.log10(ratio) / 3, 1.0)
+    return f"hsl({30 - 30 * level:.0f}, 85%, {65 - 25 * level:.0f}%)"
+
+
+_ENV.globals["heat"] = heat
 
 
 def write(runs: list[dict], path: str) -> None:

@@ -80,3 +80,54 @@ def test_the_budget_cuts_the_catalogue_short():
                         tolerance(att, golden(att)), budget=0.0)
     assert found.cut_short and len(found.explanations) < len(cf.CATALOGUE)
     assert "cut short" in found.text()
+
+
+def test_picture_of_a_failure():
+    from sparse_attn_conformance.attention.compare import row_errors
+    from sparse_attn_conformance.conformance import picture
+
+    att = attended(1)
+    live = att.live.clone()
+    j = int(torch.nonzero(live[1]).flatten()[-1])
+    live[1, j] = False
+    actual = golden(replace(att, live=live))
+    tol = tolerance(att, golden(att))
+    found = cf.diagnose(att, actual, tol).as_dict()
+    pic = picture.of(att, row_errors(actual, golden(att), tol)[1], found)
+    assert [t["token"] for t in pic["tokens"]] == ["t=0", "t=1", "t=2"]
+    assert pic["heads"] == [0, 1, 2] and not pic["cut"]
+    assert max(pic["tokens"][1]["ratios"]) > 1 and max(pic["tokens"][0]["ratios"]) == 0
+    assert pic["tokens"][1]["lanes"] == "".join("1" if x else "0" for x in att.live[1].tolist())
+    assert pic["blamed_lanes"] == [j]
+
+
+def test_picture_of_a_wide_failure_keeps_the_worst_heads():
+    from sparse_attn_conformance.conformance import picture
+
+    att = attended(2)
+    ratio = torch.zeros(3, 40, dtype=torch.float64)
+    ratio[2, 37] = 5.0
+    ratio[0, 3] = float("nan")
+    att = replace(att, q=torch.zeros(3, 40, att.q.shape[-1], dtype=torch.bfloat16),
+                  attn_sink=torch.zeros(40))
+    pic = picture.of(att, ratio)
+    assert pic["cut"] and len(pic["heads"]) == picture.MAX_HEADS
+    assert 37 in pic["heads"] and 3 in pic["heads"] and pic["heads"] == sorted(pic["heads"])
+    assert pic["tokens"][2]["ratios"][pic["heads"].index(37)] == 5.0
+    assert pic["tokens"][0]["ratios"][pic["heads"].index(3)] == 1e30  # NaN drawn as 1e30
+
+
+def test_a_finite_sentinel_is_named_with_its_value():
+    """Token 0's logits lie near -2^100 (below -1e30), token 1's near 0: a kernel that
+    takes a token below -1e20 for empty zeroes token 0 only."""
+    rows = torch.ones(2, 2, 4, dtype=torch.bfloat16)
+    q = torch.zeros(2, 1, 4)
+    q[0, 0, 0] = -(2.0**100)
+    att = Attended(q=q.bfloat16(), rows=rows, live=torch.ones(2, 2, dtype=torch.bool),
+                   attn_sink=torch.tensor([float("-inf")]), softmax_scale=1.0,
+                   token_dims=("t",))
+    actual = golden(att).clone()
+    actual[0] = 0
+    found = diagnosis_of(att, actual)
+    top = found.explained[0]
+    assert top.name == "finite-sentinel" and "at -1e+20" in top.variants, found.text()

@@ -59,6 +59,12 @@ def test_json_report_contents(mixed_run):
     assert "expected[" in bad["counterexample"]["error"]
     assert bad["replay"].startswith("pytest 'conformance/test_sink_and_empty.py::")
     assert bad["counterexample"]["failure_kind"] == bad["failure_kind"] == "assertion"
+    diagnosis = bad["counterexample"]["diagnosis"]
+    assert diagnosis["failing_rows"] >= 1
+    assert diagnosis["hypotheses"][0] == dict(diagnosis["hypotheses"][0], explains=True,
+                                              hypothesis="sink-dropped")
+    picture = bad["counterexample"]["picture"]
+    assert len(picture["tokens"]) == bad["counterexample"]["size"]["tokens"]
     assert os.path.exists(out / "junit.xml")
     assert os.path.exists(path[:-5] + ".html")
 
@@ -126,6 +132,23 @@ def test_a_replay_that_no_longer_fails_passes_and_says_so(mixed_run):
     assert "replay this failure" not in res.stdout and "--replay=" not in res.stdout
 
 
+class _Heat(HTMLParser):
+    """The heat maps' cells (their error / tolerance) and the lanes drawn beside them."""
+
+    def __init__(self):
+        super().__init__()
+        self.ratios, self.lanes = [], {"live": 0, "ignored": 0, "blamed": 0}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "td" and a.get("class") == "heat-cell":
+            self.ratios.append(float(a["data-ratio"]))
+            assert a["style"].startswith("background:hsl(")
+        if tag == "span" and "lane" in (a.get("class") or "").split():
+            for kind in self.lanes:
+                self.lanes[kind] += kind in a["class"].split()
+
+
 class _Cells(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -178,6 +201,13 @@ def test_html_matrix_renders_in_a_browser(mixed_run, tmp_path):
     assert "<svg" in dom and "Failures (" in dom
     # each failure shows the call its kernel got, the property's change first
     assert '<pre class="kernel-call">the property' in dom
+    # and, for a failing comparison, its diagnosis and where it fails: a heat map of error
+    # over tolerance per (token, head), past 1 somewhere, and each token's lanes
+    assert '<li data-hypothesis="sink-dropped"><b>sink-dropped</b>' in dom
+    heat = _Heat()
+    heat.feed(dom)
+    assert heat.ratios and max(heat.ratios) > 1
+    assert heat.lanes["live"] >= 1
     assert_coverage_matches(dom, [run])
 
 
