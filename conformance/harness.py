@@ -142,7 +142,7 @@ def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel out
     if not result.ok:
         error = AssertionError(result.message)
         if _final_example():
-            found = counterfactuals.diagnose(att, actual, tol).as_dict()
+            found = counterfactuals.diagnose(att, actual, tol, gold=reference).as_dict()
             error.add_note("diagnosis (attention/counterfactuals.py):\n"
                            + counterfactuals.text_of(found))
             _, ratio = row_errors(actual, expected, tol)
