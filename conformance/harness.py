@@ -142,13 +142,24 @@ def expect_matches(actual: torch.Tensor, inputs: Inputs, what: str = "kernel out
     if not result.ok:
         error = AssertionError(result.message)
         if _final_example():
-            found = counterfactuals.diagnose(att, actual, tol, gold=reference).as_dict()
+            found = counterfactuals.diagnose(
+                att, actual, tol, gold=reference,
+                catalogue=_convention_hypotheses(inputs) + counterfactuals.CATALOGUE).as_dict()
             error.add_note("diagnosis (attention/counterfactuals.py):\n"
                            + counterfactuals.text_of(found))
             _, ratio = row_errors(actual, expected, tol)
             recorder.note_diagnosis(found, picture.of(att, ratio, found))
         raise error
     recorder.note_ratio(result.worst_ratio)
+
+
+def _convention_hypotheses(inputs) -> tuple:
+    """The counterfactuals of `inputs`' calling convention (its derivations: lengths, cut)."""
+    if inputs.CONVENTION == "v2":
+        from sparse_attn_conformance.conformance.v2 import counterfactuals
+    else:
+        from sparse_attn_conformance.conformance.v1 import counterfactuals
+    return counterfactuals.hypotheses(inputs)
 
 
 def _final_example() -> bool:

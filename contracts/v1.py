@@ -127,14 +127,18 @@ def live_mask(topk_idxs: torch.Tensor, seqused_kv: torch.Tensor, window_size: in
     return live_window | live_cmp
 
 
-def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(inputs: Inputs, live: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows addressed by every index entry, `[B, S, TOPK, D]` (bf16, or float64 dequantised
     from a byte pool: `contracts.formats.values`), and the live mask.
 
-    Ignored entries get a zero row, whatever their address would hold.
+    Ignored entries get a zero row, whatever their address would hold. `live`: another
+    live mask than the contract's (a counterfactual: what a kernel with a wrong length
+    reads; an entry past its table reads the table's last column).
     """
     win, block = inputs.window_size, inputs.BLOCK
-    live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
+    if live is None:
+        live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
     e = inputs.topk_idxs.to(torch.int64)
     is_cmp = e >= win
     slot = torch.where(is_cmp, e - win, e).clamp(min=0)
@@ -147,8 +151,9 @@ def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     cmp_cols = inputs.cmp_block_table.shape[1]
     ori_block = inputs.ori_block_table.to(torch.int64)[bidx, col.clamp(max=ori_cols - 1)]
     cmp_block = inputs.cmp_block_table.to(torch.int64)[bidx, col.clamp(max=cmp_cols - 1)]
-    ori_block = torch.where(live & ~is_cmp, ori_block, 0)
-    cmp_block = torch.where(live & is_cmp, cmp_block, 0)
+    # a no-op for the contract's live entries; a counterfactual's may name any block
+    ori_block = torch.where(live & ~is_cmp, ori_block, 0).clamp(0, inputs.ori_kv.shape[0] - 1)
+    cmp_block = torch.where(live & is_cmp, cmp_block, 0).clamp(0, inputs.cmp_kv.shape[0] - 1)
     ori_rows = formats.read_rows(inputs.ori_kv, ori_block, row)
     cmp_rows = formats.read_rows(inputs.cmp_kv, cmp_block, row)
     rows = formats.values(torch.where(is_cmp[..., None], cmp_rows, ori_rows))

@@ -148,14 +148,18 @@ def live_lanes(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     return w >= 0, (c >= 0) & (c < bound[:, None])
 
 
-def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(inputs: Inputs, lanes: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of every lane, `[T, WIN + IDX_TOPK, D]` (window lanes first; bf16, or float64
     dequantised from a byte pool: `contracts.formats.values`), and the live
     mask `[T, WIN + IDX_TOPK]`. An ignored lane gets a zero row; its own address is never
-    dereferenced (it reads through a safe address, then `where` discards it)."""
+    dereferenced (it reads through a safe address, then `where` discards it). `lanes`:
+    other live lanes `(window, compressed)` than the contract's (a counterfactual; a lane
+    past its pool or table reads inside it, at its last row, column or block)."""
     block = inputs.BLOCK
-    live_w, live_c = live_lanes(inputs)
+    live_w, live_c = live_lanes(inputs) if lanes is None else lanes
     w = torch.where(live_w, inputs.window_swa_indices.to(torch.int64), 0)
+    w = w.clamp(max=inputs.ori_kv.shape[0] * block - 1)  # a no-op for the contract's lanes
     wrows = formats.read_rows(inputs.ori_kv, w // block, w % block)
     c = torch.where(live_c, inputs.idx_topk[:, :inputs.index_topk].to(torch.int64), 0)
     # index the table before widening it: memory follows the entries a call reads, not
@@ -163,7 +167,7 @@ def gather_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     table = inputs.cmp_block_table
     b = inputs.batch_of_token[:, None].expand_as(c)
     blk = table[b, (c // block).clamp(max=table.shape[1] - 1)].to(torch.int64)
-    blk = torch.where(live_c, blk, 0)
+    blk = torch.where(live_c, blk, 0).clamp(0, inputs.cmp_kv.shape[0] - 1)
     crows = formats.read_rows(inputs.cmp_kv, blk, c % block)
     rows = formats.values(torch.cat([wrows, crows], dim=1))
     live = torch.cat([live_w, live_c], dim=1)

@@ -85,6 +85,11 @@ class Kernel(Protocol):
     is reported as shrunk so far, and the report says shrinking was cut short. A run's
     `--shrink-seconds` overrides it. Default: Hypothesis' bound."""
 
+    bug_class: str
+    """For a seeded faulty kernel: the hypothesis of `attention.counterfactuals.CATALOGUE`
+    that names its bug, which the kill-rate's diagnosis column checks the top-ranked
+    hypothesis against. Default: none (a bug the catalogue does not hold)."""
+
     lse: LSE
     """For a kernel that returns `(o, lse)`: what its LSE is (`LSE`: natural log or log2,
     with or without the sink, the value of an empty token). The suite checks it against
@@ -205,6 +210,8 @@ class KernelUnderTest:
     lse: LSE | None = None
     #: how long one failure may shrink (seconds), or None: Hypothesis' own bound
     shrink_seconds: float | None = None
+    #: the counterfactual hypothesis naming a seeded kernel's bug, or None
+    bug_class: str | None = None
 
     @classmethod
     def of(cls, name: str, fn, faulty: bool = False) -> KernelUnderTest:
@@ -214,7 +221,8 @@ class KernelUnderTest:
                        example_fraction=example_fraction_of(fn), faulty=faulty,
                        max_packed_batch=max_packed_batch_of(fn), convention=convention_of(fn),
                        kv_formats=kv_formats_of(fn), lse=lse_of(fn),
-                       shrink_seconds=shrink_seconds_of(fn))
+                       shrink_seconds=shrink_seconds_of(fn),
+                       bug_class=getattr(fn, "bug_class", None))
         except ContractError as exc:
             raise ContractError(f"kernel {name!r}: {exc}") from exc
 

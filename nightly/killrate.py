@@ -102,7 +102,9 @@ def summarise(run: dict) -> list[dict]:
                      "examples_to_kill": int(examples) if caught else None,
                      "seconds_to_kill": round(seconds, 3) if caught else None,
                      "shrunk_size": size, "replay": caught.get("replay") if caught else None,
-                     "diagnosis": top_hypothesis(diagnosis)})
+                     "diagnosis": top_hypothesis(diagnosis),
+                     "top_ranked": top_ranked(diagnosis),
+                     "bug_class": info.get("bug_class")})
     return rows
 
 
@@ -114,6 +116,31 @@ def top_hypothesis(diagnosis: dict | None) -> str | None:
         return None
     best = next((h for h in diagnosis["hypotheses"] if h["explains"]), None)
     return best["hypothesis"] if best else "unexplained"
+
+
+def top_ranked(diagnosis: dict | None) -> list[str]:
+    """Every hypothesis of the best rank (ties share it; an older report without ranks:
+    the first explaining one)."""
+    good = [h for h in (diagnosis or {}).get("hypotheses", []) if h["explains"]]
+    if not good:
+        return []
+    return [h["hypothesis"] for h in good if h.get("rank", 1) == good[0].get("rank", 1)] \
+        if "rank" in good[0] else [good[0]["hypothesis"]]
+
+
+def _diagnosed(row: dict) -> str:
+    """The diagnosis cell: the top hypothesis, marked "=" where it is the kernel's declared
+    bug class and "!=" where it is another."""
+    top = row.get("diagnosis") or "-"
+    declared = row.get("bug_class")
+    ranked = row.get("top_ranked") or []
+    if declared in ranked:
+        top = declared  # among the hypotheses of the best rank
+    if len(ranked) > 1:
+        top = f"{top}+{len(ranked) - 1}"
+    if declared and row.get("diagnosis"):
+        return f"{top} {'=' if declared in ranked else '!='}"
+    return top
 
 
 def table(rows: list[dict]) -> str:
@@ -128,7 +155,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['kernel']:38} {r['verdict']:9} {r['caught_by'] or '-':42} {how:12} "
                      f"{r['examples_to_kill'] if r['examples_to_kill'] is not None else '-':>8} "
                      f"{r['seconds_to_kill'] if r['seconds_to_kill'] is not None else '-':>8}  "
-                     f"{r.get('diagnosis') or '-':18} {shrunk}")
+                     f"{_diagnosed(r):18} {shrunk}")
     killed = [r for r in rows if r["faulty"] and r["verdict"] == "killed"]
     faulty = [r for r in rows if r["faulty"]]
     only_errors = [r for r in killed if r.get("caught_how") == KERNEL_ERROR]
@@ -141,6 +168,13 @@ def table(rows: list[dict]) -> str:
         lines.append(f"diagnosis: a hypothesis of attention/counterfactuals.py explains "
                      f"{len(named)} of the {len(diagnosed)} killed kernels whose shrunk "
                      f"failure has one (the others: unexplained)")
+    declared = [r for r in killed if r.get("bug_class")]
+    if declared:
+        right = [r for r in declared if r["bug_class"] in (r.get("top_ranked") or [])]
+        lines.append(f"diagnosis: a top-ranked hypothesis names the declared bug class of "
+                     f"{len(right)} of the {len(declared)} killed kernels that declare one"
+                     + (f" (not: {', '.join(r['kernel'] for r in declared if r not in right)})"
+                        if len(right) < len(declared) else ""))
     if killed:
         ex = [r["examples_to_kill"] for r in killed]
         sec = [r["seconds_to_kill"] for r in killed]

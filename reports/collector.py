@@ -88,7 +88,7 @@ class ReportCollector:
         for name in registry.expand(self.kernel_spec):
             k = registry.kernel_under_test(name)
             kernels[name] = {"faulty": k.faulty, "preconditions": model.preconditions(k.pre),
-                             "unexercised": unexercised(k.pre)}
+                             "unexercised": unexercised(k.pre), "bug_class": k.bug_class}
         run = {
             "schema": model.SCHEMA,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),

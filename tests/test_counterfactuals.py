@@ -131,3 +131,15 @@ def test_a_finite_sentinel_is_named_with_its_value():
     found = diagnosis_of(att, actual)
     top = found.explained[0]
     assert top.name == "finite-sentinel" and "at -1e+20" in top.variants, found.text()
+
+
+def test_every_declared_bug_class_is_a_hypothesis_of_the_catalogue():
+    from sparse_attn_conformance.conformance.v1 import counterfactuals as v1
+    from sparse_attn_conformance.conformance.v2 import counterfactuals as v2
+    from sparse_attn_conformance.kernels import registry
+
+    names = {h.name for h in cf.CATALOGUE} | set(v1.NAMES) | set(v2.NAMES)
+    declared = {n: registry.kernel_under_test(n).bug_class
+                for n in registry.builtin_names(faulty=True, torch=True)}
+    assert {c for c in declared.values() if c is not None} <= names
+    assert sum(c is not None for c in declared.values()) >= 15

@@ -160,3 +160,24 @@ def test_diagnosis_column_names_the_best_explaining_hypothesis():
     assert summarise(run)[1]["diagnosis"] == "unexplained"
     failed["counterexample"]["diagnosis"] = {"failing_rows": 0, "hypotheses": []}
     assert summarise(run)[1]["diagnosis"] is None
+
+
+def test_diagnosis_column_checks_the_declared_bug_class():
+    run = copy.deepcopy(dict(RUN, first_kill=True))
+    run["kernels"]["mutant-a"]["bug_class"] = "sink-dropped"
+    failed = next(r for r in run["results"] if r["status"] == "failed")
+    failed["counterexample"]["diagnosis"] = {"failing_rows": 1, "hypotheses": [
+        {"hypothesis": "scale", "explains": True, "rank": 1},
+        {"hypothesis": "sink-dropped", "explains": True, "rank": 1},
+        {"hypothesis": "lane-dropped", "explains": True, "rank": 2}]}
+    text = table(summarise(run))
+    [line] = [t for t in text.splitlines() if t.startswith("mutant-a ")]
+    assert "sink-dropped+1 =" in line  # tied at the best rank with one other
+    assert "names the declared bug class of 1 of the 1 killed kernels that declare one" in text
+    failed["counterexample"]["diagnosis"]["hypotheses"] = [
+        {"hypothesis": "sink-dropped", "explains": True}]  # an older report: no ranks
+    assert "sink-dropped =" in table(summarise(run))
+    failed["counterexample"]["diagnosis"]["hypotheses"][0]["hypothesis"] = "scale"
+    text = table(summarise(run))
+    assert "scale !=" in text and "of 0 of the 1 killed kernels that declare one (not: " \
+        "mutant-a)" in text

@@ -18,6 +18,8 @@ from sparse_attn_conformance.kernels.torch.tiled import NEG_INF, TiledKernel
 class PerBatchLength(TiledKernel):
     """One length per batch shared by all S tokens: token 0 sees token 1's slot."""
 
+    bug_class = "length-derivation"  # conformance.v1.counterfactuals names it
+
     def seq_used(self, seqused, B, S):
         return seqused[:, None].expand(B, S)
 
@@ -34,6 +36,8 @@ class FlattenedPerTokenRead(TiledKernel):
 
 class MissingPlusOne(TiledKernel):
     """`seqused_kv[b] - S + s`: every token one slot short."""
+
+    bug_class = "length-derivation"  # conformance.v1.counterfactuals names it
 
     def seq_used(self, seqused, B, S):
         s = torch.arange(S, device=seqused.device)
@@ -88,6 +92,8 @@ class RawCmpSlot(TiledKernel):
 class SinkDropped(TiledKernel):
     """The sink is left out of the denominator."""
 
+    bug_class = "sink-dropped"  # attention.counterfactuals names it
+
     def sink_term(self, sink, m):
         return torch.zeros_like(m)
 
@@ -106,12 +112,16 @@ class SinkValueRow(TiledKernel):
 class DefaultScale(TiledKernel):
     """A default `1/sqrt(D)` instead of the given `softmax_scale`."""
 
+    bug_class = "scale"  # attention.counterfactuals names it
+
     def scale(self, inputs):
         return inputs.D ** -0.5
 
 
 class ScaleNotApplied(TiledKernel):
     """The scale is never applied to the logits."""
+
+    bug_class = "scale"  # attention.counterfactuals names it
 
     def scale(self, inputs):
         return 1.0
@@ -120,6 +130,8 @@ class ScaleNotApplied(TiledKernel):
 class TilePaddingUnmasked(TiledKernel):
     """The padding of the last tile is not masked: padded keys (zero rows) score 0 and
     count in the denominator."""
+
+    bug_class = "zero-rows-admitted"  # attention.counterfactuals names it
 
     def key_mask(self, live, topk):
         pos = torch.arange(live.shape[-1], device=live.device)
@@ -183,6 +195,8 @@ class PadAsSlotZero(TiledKernel):
 class SinkWrongSign(TiledKernel):
     """The sink enters as `exp(-sink - m)`."""
 
+    bug_class = "sink-scaled"  # attention.counterfactuals names it
+
     def sink_term(self, sink, m):
         return torch.exp(-sink[None, None, :, None] - m)
 
@@ -190,12 +204,16 @@ class SinkWrongSign(TiledKernel):
 class SinkUnshifted(TiledKernel):
     """The sink is not shifted by the row max: `exp(sink)` beside `exp(z - m)`."""
 
+    bug_class = "sink-unshifted"  # attention.counterfactuals names it
+
     def sink_term(self, sink, m):
         return torch.exp(sink[None, None, :, None]).expand_as(m)
 
 
 class DuplicatesOnce(TiledKernel):
     """Repeated live entries are counted once."""
+
+    bug_class = "duplicates-once"  # attention.counterfactuals names it
 
     def dedupe(self, e, live_window, live_cmp):
         live = live_window | live_cmp
@@ -236,6 +254,8 @@ class Batch0Length(TiledKernel):
 class InclusiveWindowBound(TiledKernel):
     """`e <= window_valid`: the window slot at exactly `window_valid` is attended."""
 
+    bug_class = "inclusive-bound"  # conformance.v1.counterfactuals names it
+
     def classify(self, e, window_valid, cmp_valid, win):
         live_window, live_cmp = super().classify(e, window_valid, cmp_valid, win)
         return live_window | ((e == window_valid[..., None]) & (e < win)), live_cmp
@@ -243,6 +263,8 @@ class InclusiveWindowBound(TiledKernel):
 
 class InclusiveCmpBound(TiledKernel):
     """`e <= WIN + cmp_valid`: the compressed slot at exactly `cmp_valid` is attended."""
+
+    bug_class = "inclusive-bound"  # conformance.v1.counterfactuals names it
 
     def classify(self, e, window_valid, cmp_valid, win):
         live_window, live_cmp = super().classify(e, window_valid, cmp_valid, win)
@@ -252,6 +274,8 @@ class InclusiveCmpBound(TiledKernel):
 class EmptyTokenNaN(TiledKernel):
     """No guard for a token with no live entry: the max is made "safe" (0) and the output
     is `0 / (0 + exp(sink))`, which is NaN when the sink is `-inf`."""
+
+    bug_class = "empty-token-nan"  # attention.counterfactuals names it
 
     def finish(self, state, sink, rows):
         m, l, acc = state
@@ -391,6 +415,8 @@ class Fp16Scores(TiledKernel):
     sum representable in fp32), and so does a q or k entry beyond fp16's range. Threshold:
     `|q.k| > 65504` (or `|q|`, `|k|` entries > 65504)."""
 
+    bug_class = "low-precision"  # attention.counterfactuals names it
+
     def scores(self, q, k, scale):
         return torch.einsum("bshd,bstd->bsht", q.half(), k.half()).float() * scale
 
@@ -400,6 +426,8 @@ class Fp16Accumulator(TiledKernel):
     each tile): it becomes inf once it passes 65504, e.g. one dominant live row with
     `|v| > 65504`, or weights summing to `l` over rows of `|v| > 65504 / l`. Threshold:
     `|acc| ~ 65520`."""
+
+    bug_class = "low-precision"  # attention.counterfactuals names it
 
     def merge(self, state, z, v, live):
         m, l, acc = super().merge(state, z, v, live)
@@ -411,6 +439,8 @@ class ExpUnshifted(TiledKernel):
     rescale either): the same value in exact arithmetic, but a logit above ~88.72 overflows
     fp32 to inf and the output is inf/inf = NaN (and logits all below ~-103 underflow to 0).
     Threshold: `max z > 88.72`."""
+
+    bug_class = "no-max-shift"  # attention.counterfactuals names it
 
     def tile_probs(self, z, m_new, live):
         return torch.where(live[:, :, None, :], torch.exp(z), 0.0)
@@ -484,6 +514,8 @@ class DropsTileLastKey(TiledKernel):
     """Key tiles of 144 row positions, and the inner loop over a full tile stops one short:
     the key at each full tile's last position (143, 287, ...) is skipped. Threshold:
     TOPK >= 144 with a live entry at such a position."""
+
+    bug_class = "lane-dropped"  # attention.counterfactuals names it
 
     tile = 144
 
@@ -616,6 +648,8 @@ class DistinctAddresses(TiledKernel):
     that resolve to one physical row (conformance/test_aliasing.py; before it only the
     integer-edge cases drew such entries)."""
 
+    bug_class = "duplicates-once"  # attention.counterfactuals names it
+
     def run(self, inputs, dev):
         self._inputs = inputs
         return super().run(inputs, dev)
@@ -652,6 +686,8 @@ class FiniteEmptySentinel(TiledKernel):
     below it (inside the domain, down to -2^120) loses its output. Exposed by such a token
     with a sink below its logits
     (conformance.logits.far_below_zero; the extreme value regime only by chance)."""
+
+    bug_class = "finite-sentinel"  # attention.counterfactuals names it
 
     def finish(self, state, sink, rows):
         o = super().finish(state, sink, rows)

@@ -59,6 +59,8 @@ class SingleBlockTokenMix(TiledKernelV2):
     the block count to 2). Exposed by S >= 2 tokens with different outputs and one key
     block."""
 
+    bug_class = "rows-mixed"  # attention.counterfactuals names it
+
     def store(self, o, toks, out, inputs):
         if inputs.WIN + inputs.IDX_TOPK <= self.tile:
             S = inputs.S
@@ -72,6 +74,8 @@ class WindowTailDropped(TiledKernelV2):
     is staged in whole fill tiles of `tile` lanes, so lanes `k >= WIN // tile * tile` never
     reach the kernel (read as empty). Exposed by a live lane past the last whole tile (any
     live lane when WIN < 16)."""
+
+    bug_class = "lane-dropped"  # attention.counterfactuals names it
 
     def stage_window(self, w):
         staged = w.shape[-1] // self.tile * self.tile
@@ -298,6 +302,8 @@ class DistinctAddressesV2(TiledKernelV2):
     empty lane). Exposed by two live lanes of one token with different entries that resolve
     to one physical row."""
 
+    bug_class = "duplicates-once"  # attention.counterfactuals names it
+
     def run(self, inputs, dev):
         block, n = inputs.BLOCK, inputs.index_topk
         w = inputs.window_swa_indices.to(torch.int64)
@@ -337,6 +343,8 @@ class FiniteEmptySentinelV2(TiledKernelV2):
     below it (inside the domain, down to -2^120) loses its output. Exposed by such a token
     with a sink below its logits
     (conformance.logits.far_below_zero; the extreme value regime only by chance)."""
+
+    bug_class = "finite-sentinel"  # attention.counterfactuals names it
 
     def finish(self, state, sink):
         o = super().finish(state, sink)
