@@ -25,7 +25,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
     if kernel.pre.finite_sinks:
         pytest.skip(f"not exercised: {kernel.name} declares finite sinks only")
     case = draw_case(data, kernel)
-    with example(case, kernel, transform="every attn_sink set to -inf"):
+    with example(case, kernel):
         i = case.inputs.replace(attn_sink=torch.full((case.config.H,), float("-inf")))
         att = i.attended()
         k = att.rows.double()
@@ -39,7 +39,7 @@ def test_minus_inf_sink_is_plain_softmax(kernel, data):
 @given(data=st.data())
 def test_zero_query_closed_form(kernel, data):
     case = draw_case(data, kernel)
-    with example(case, kernel, transform="q set to 0"):
+    with example(case, kernel):
         i = case.inputs.replace(q=torch.zeros_like(case.inputs.q))
         att = i.attended()
         n = att.live.sum(dim=-1).double()[..., None, None]

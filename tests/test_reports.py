@@ -105,12 +105,12 @@ def test_replay_line_reproduces_the_failure(mixed_run):
 
 def test_failure_tells_the_call_the_kernel_got(mixed_run):
     """The drawn case, then every argument of the call the property made: the zero-query
-    property's `q` is zero there, and marked as the property's change."""
+    property's `q` is zero there, and named as what the property changed."""
     _, _, _, run = mixed_run
     by = {(r["kernel"], r["property"]): r for r in run["results"]}
     call = by[("mutant-sink-dropped", "test_zero_query_closed_form")]["counterexample"]["call"]
     lines = call.splitlines()
-    assert lines[0] == "the property's change to the drawn case: q set to 0"
+    assert lines[0] == "the property changed q from the drawn case"
     q = next(line for line in lines if line.lstrip(" *").startswith("q:"))
     assert q.startswith(" * q: bfloat16 [") and set(q.split("= [")[1].rstrip("], .")
                                                      .split(", ")) <= {"0", "-0"}
