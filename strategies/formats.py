@@ -17,7 +17,9 @@ Per case a regime (Hypothesis draws it, so a failure shrinks towards "quantised"
 Precondition (written in the contract, section 12): a row's values stay within the
 magnitudes the case's value regime drew (the pool's largest |value|): a raw code whose
 product with its scale would pass that becomes +-0, so logits stay in the contract's
-domain (section 5); a huge scale then carries only zeros, a tiny one any code.
+domain (section 5); a huge scale then carries only zeros, a tiny one any code. A case of the
+"extreme" value regime (logits up to 2^120) is always "quantised" with power-of-two scales,
+which keeps its rows small integers times powers of two and its logits exact in fp32.
 
 Every row no live lane reads is poisoned: NaN codes (0x7F, 0xFF), NaN or infinite scales
 (UE8M0 0xFF), the largest codes and scale, random padding (`contracts.formats.poison_rows`).
@@ -186,6 +188,14 @@ def in_format(draw, case, name: str):
     power_of_two = fmt.scale == "ue8m0" or draw(st.booleans(), label="power-of-two scales")
     raw_share = draw(st.sampled_from((0.05, 0.25, 0.5)), label="raw share")
     seed = draw(st.integers(0, 2**32 - 1), label="fp8 seed")
+    if case.values == "extreme":
+        # the extreme regime's logits are exact in fp32 in any order only while every row
+        # is a small integer times a power of two: quantised with power-of-two scales it
+        # stays one (a float32 scale such as amax / 448, or a raw group, gives logits of up
+        # to 2^120 that fp32 rounds, and a near-cancelling one can change sign: its token
+        # flips between its rows and 0, in the reference kernel too). Decided after the
+        # draws, so that the draws are those of every other case.
+        regime, power_of_two = "quantised", True
     gen = torch.Generator().manual_seed(seed)
     keep_ori, keep_cmp = front_end(inputs.CONVENTION).addressed_rows(inputs)
     cap = magnitude_cap(inputs.ori_kv, inputs.cmp_kv)
