@@ -92,13 +92,17 @@ SENTINELS = (-1e20, -1e30, -1e38)
 LOG2E = 1.4426950408889634
 
 
+def _masked_logits(att: Attended) -> torch.Tensor:
+    """The logits `[*tokens, H, L]` in float64, -inf on lanes that are not live."""
+    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", att.q.double(),
+                                         att.rows.double())
+    return torch.where(att.live.unsqueeze(-2), z, float("-inf"))
+
+
 def _finite_sentinel(att):
     # a token whose largest live logit (natural or log2 units) is at or below a finite
     # sentinel is taken for empty: its output is 0
-    q, kv = att.q.double(), att.rows.double()
-    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
-    z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
-    m = z.amax(dim=-1)
+    m = _masked_logits(att).amax(dim=-1)
     has = att.live.any(dim=-1)[..., None]
     out = _out(att)
     for unit, scale in (("", 1.0), (" in log2 units", LOG2E)):
@@ -131,9 +135,8 @@ def _sink_scaled(att):
 
 def _sink_unshifted(att):
     # the sink term taken as exp(sink), not exp(sink - m): only the logits are shifted
-    q, kv = att.q.double(), att.rows.double()
-    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
-    z = torch.where(att.live.unsqueeze(-2), z, float("-inf"))
+    kv = att.rows.double()
+    z = _masked_logits(att)
     m = z.amax(-1, keepdim=True)
     empty = ~att.live.any(dim=-1)
     m = torch.where(empty[..., None, None], 0.0, m)
@@ -160,10 +163,8 @@ def _lane_dropped(att):
     # closed form per lane: o_j = (sum p v - p_j v_j) / (sum p - p_j + exp(sink - m)), one
     # pass per lane instead of a reference per lane; where lane j carried most of the
     # weight (the subtraction would cancel), the rows are recomputed exactly
-    q, kv = att.q.double(), att.rows.double()
-    live = att.live
-    z = att.softmax_scale * torch.einsum("...hd,...td->...ht", q, kv)
-    z = torch.where(live.unsqueeze(-2), z, float("-inf"))
+    kv, live = att.rows.double(), att.live
+    z = _masked_logits(att)
     m = z.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
     p = torch.where(live.unsqueeze(-2), torch.exp(z - m), 0.0)            # [*t, H, L]

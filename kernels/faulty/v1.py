@@ -679,6 +679,10 @@ class DistinctAddresses(TiledKernel):
         return live_window & keep, live_cmp & keep
 
 
+#: The finite "minus infinity" of the finite-sentinel mutants (sglang's SM120 kernel's).
+FINITE_SENTINEL = -1e20
+
+
 class FiniteEmptySentinel(TiledKernel):
     """An empty token recognised by a finite "minus infinity" (class: finite sentinel, issue
     #25; sglang's SM120 kernel at -1e20, vLLM's bf16 sparse MLA at -1e30): a token whose
@@ -691,7 +695,7 @@ class FiniteEmptySentinel(TiledKernel):
 
     def finish(self, state, sink, rows):
         o = super().finish(state, sink, rows)
-        return torch.where(state[0] <= -1e20, 0.0, o)
+        return torch.where(state[0] <= FINITE_SENTINEL, 0.0, o)
 
 
 #: name (without the `mutant-` prefix) -> kernel instance

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sparse_attn_conformance.kernels.faulty.v1 import LAUNCH_GRID, wrap_int32
+from sparse_attn_conformance.kernels.faulty.v1 import FINITE_SENTINEL, LAUNCH_GRID, wrap_int32
 from sparse_attn_conformance.kernels.torch.tiled_v2 import TiledKernelV2
 
 
@@ -335,7 +335,6 @@ class DistinctAddressesV2(TiledKernelV2):
         return super().run(inputs.replace(window_swa_indices=win, idx_topk=idx), dev)
 
 
-#: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
 class FiniteEmptySentinelV2(TiledKernelV2):
     """An empty token recognised by a finite "minus infinity" (class: finite sentinel, issue
     #25; sglang's SM120 kernel at -1e20, vLLM's bf16 sparse MLA at -1e30): a token whose
@@ -348,9 +347,10 @@ class FiniteEmptySentinelV2(TiledKernelV2):
 
     def finish(self, state, sink):
         o = super().finish(state, sink)
-        return torch.where(state[0] <= -1e20, 0.0, o)
+        return torch.where(state[0] <= FINITE_SENTINEL, 0.0, o)
 
 
+#: short name -> kernel; registered as `mutant-v2-<name>` (kernels/registry.py)
 MUTANTS_V2 = {
     "empty-tile-merge": EmptyTileMerge(),
     "window-by-count": WindowByCount(),
