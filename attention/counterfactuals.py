@@ -13,8 +13,12 @@ sink was read) may explain each row by a different variant; the explanation name
 
 Not in this catalogue (they need the calling convention's addressing, not `Attended`): the
 cut at another position, another token's or batch's positions or table row, an ignored
-lane read from its address, the integer-edge wraps. A failure they cause is reported as
-unexplained, with the closest hypotheses.
+lane read from its address, the integer-edge wraps; the conventions' modules hold them
+(conformance/v1|v2/counterfactuals.py). Nor the max taken over one part only (the window
+lanes or the compressed ones): `Attended` does not tell the parts apart. Nor probabilities
+rounded to bf16: the tolerance is derived from that pipeline, so it is no failure. A failure none
+explains is reported as unexplained, with the closest hypotheses. The LSE's hypotheses are
+in attention/lse_counterfactuals.py.
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ class Hypothesis:
     name: str
     says: str
     variants: Callable[[Attended], Iterator[tuple[str, torch.Tensor]]]
-    #: the variants take the whole call's `Attended` and give every token's output (a
-    #: mistake that mixes tokens, or one of a convention's derivations); otherwise they
-    #: get, and give, the failing tokens only
+    #: the variants take the whole call's `Attended` and give every token's output, or what
+    #: every token attends to under the variant (an `Attended`: only the failing tokens'
+    #: outputs are then computed) (a mistake that mixes tokens, or one of a convention's
+    #: derivations); otherwise they get, and give, the failing tokens only
     whole: bool = False
 
 
@@ -218,7 +223,30 @@ def _zero_rows_admitted(att):
         yield f"{k} ignored lane(s) as zero rows", _out(replace(att, rows=rows, live=live))
 
 
+def _bf16_accumulator(att: Attended) -> torch.Tensor:
+    """The output with the value accumulator `sum_j p_j v_j` rounded to bf16 after every
+    lane's product is added (lanes in order), the rest in float64."""
+    kv = att.rows.double()
+    z = _masked_logits(att)
+    m = z.amax(-1, keepdim=True)
+    empty = ~att.live.any(dim=-1)
+    m = torch.where(empty[..., None, None], 0.0, m)
+    p = torch.where(att.live.unsqueeze(-2), torch.exp(z - m), 0.0)
+    den = p.sum(-1, keepdim=True) + torch.exp(att.attn_sink.double()[:, None] - m)
+    v = kv if att.d_v is None else kv[..., :att.d_v]
+    acc = torch.zeros(*p.shape[:-1], v.shape[-1], dtype=torch.float64)
+    for j in range(p.shape[-1]):
+        if bool(att.live[..., j].any()):
+            step = acc + p[..., j, None] * v[..., j, None, :]
+            acc = step.to(torch.bfloat16).double()
+    return torch.where(empty[..., None, None], 0.0, acc / den)
+
+
 def _low_precision(att):
+    # no "probabilities in bf16": the tolerance is derived from exactly that pipeline
+    # (attention/compare.py), so a kernel rounding them to bf16 passes
+    if att.live.shape[-1] <= MAX_LANES:  # a loop over lanes
+        yield "the value accumulator in bf16", _bf16_accumulator(att)
     yield "probabilities in fp16", attend(att, torch.float64, prob_dtype=torch.float16)
     yield "probabilities in fp8 e4m3", attend(att, torch.float64,
                                               prob_dtype=torch.float8_e4m3fn)
@@ -299,6 +327,8 @@ class Diagnosis:
     seconds: float = 0.0
     #: the failing rows the hypotheses were tried on (those of the first MAX_TOKENS tokens)
     seen: int = 0
+    #: what failed: the kernel's "output", or its "lse" (attention/lse_counterfactuals.py)
+    of: str = "output"
 
     @property
     def explained(self) -> list[Explanation]:
@@ -323,7 +353,7 @@ class Diagnosis:
             else:
                 d["rank"] = None
             out.append(d)
-        return {"failing_rows": self.failing, "rows_tried": self.seen,
+        return {"of": self.of, "failing_rows": self.failing, "rows_tried": self.seen,
                 "cut_short": self.cut_short, "seconds": round(self.seconds, 3),
                 "hypotheses": out}
 
@@ -370,6 +400,26 @@ def _ratio(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return diff.amax(dim=-1) / tol
 
 
+def _on_tokens(out, sub: Attended, tokens: torch.Tensor, shape) -> torch.Tensor | None:
+    """A whole-call variant's output on the failing `tokens` (whose contract reading is
+    `sub`): `out` is the whole call's output, or what the whole call attends to under the
+    variant (`Attended`; only the failing tokens are computed, and None where they attend
+    to what the contract's reading does: such a variant cannot explain them)."""
+    if not isinstance(out, Attended):
+        return out.double().reshape(shape)[tokens]
+    mine = _flat(out, tokens)
+    if torch.equal(mine.live, sub.live) and torch.equal(mine.rows, sub.rows) \
+            and torch.equal(mine.q, sub.q) and torch.equal(mine.attn_sink, sub.attn_sink) \
+            and mine.softmax_scale == sub.softmax_scale:
+        return None
+    return _out(mine)
+
+
+def _slack(out: torch.Tensor) -> torch.Tensor:
+    """Per row: two bf16 ulps of a variant's output's largest value."""
+    return VARIANT_REL * out.abs().amax(dim=-1).nan_to_num(0.0, posinf=0.0)
+
+
 def _flat(att: Attended, tokens: torch.Tensor | None = None) -> Attended:
     """`att` with its token dims flattened to one (`t`), keeping the tokens `tokens`."""
     H, D, L = att.q.shape[-2], att.q.shape[-1], att.live.shape[-1]
@@ -377,6 +427,37 @@ def _flat(att: Attended, tokens: torch.Tensor | None = None) -> Attended:
     if tokens is not None:
         q, rows, live = q[tokens], rows[tokens], live[tokens]
     return replace(att, q=q, rows=rows, live=live, token_dims=("t",))
+
+
+def score(hyp: Hypothesis, outputs, actual: torch.Tensor, gold: torch.Tensor, tol: torch.Tensor,
+          fail: torch.Tensor, n_fail: int, ratio, slack, late, diagnosis) -> Explanation:
+    """How well `hyp`'s variants `outputs` (`(label, output)` pairs, shaped like `gold`)
+    explain the rows `fail` of `actual`: `ratio(a, b, tol)` is the per-row error over the
+    tolerance, `slack(output)` per row the rounding a kernel adds to a variant's own output
+    (matched within the larger of it and `tol`); `late()` says the budget is spent (then
+    `diagnosis.cut_short` is set and the remaining variants are not tried)."""
+    best = torch.full(fail.shape, float("inf"), dtype=torch.float64)
+    labels: dict[str, int] = {}
+    for label, out in outputs:
+        # the variant explains a row when the kernel matches it there and it misses the
+        # reference there; the kernel's rounding of the variant's output is the row's
+        # tolerance, or the variant's own scale's where that is larger (a row the
+        # reference leaves empty has a tolerance of 1e-6, a variant that reads it does not)
+        r = ratio(actual, out, torch.maximum(tol, slack(out)))
+        differs = ratio(out, gold, tol) > 1
+        r = torch.where(differs, r, float("inf"))
+        better = fail & (r < best)
+        if bool(better.any()) and bool((r[better] <= 1).any()):
+            labels[label] = int((better & (r <= 1)).sum())
+        best = torch.where(better, r, best)
+        if late():
+            diagnosis.cut_short = True
+            break
+    ok = fail & (best <= 1)
+    worst = float(best[fail].max()) if bool(fail.any()) else float("inf")
+    used = [lbl for lbl, _ in sorted(labels.items(), key=lambda kv: -kv[1])]
+    # rows past MAX_TOKENS' tokens were not looked at: they count as unexplained
+    return Explanation(hyp.name, hyp.says, worst, int(ok.sum()), n_fail, used)
 
 
 #: The most failing tokens a diagnosis looks at (the first ones).
@@ -407,37 +488,20 @@ def diagnose(att: Attended, actual: torch.Tensor, tol: torch.Tensor,
     actual, gold, tol = actual_all[tokens], gold_all[tokens], tol_all[tokens]
     fail = fail_all[tokens]
     n_seen = int(fail.sum())
+
+    def late() -> bool:
+        return time.perf_counter() - start > budget
+
     for hyp in catalogue:
         if time.perf_counter() - start > budget:
             diagnosis.cut_short = True
             break
-        best = torch.full(fail.shape, float("inf"), dtype=torch.float64)
-        labels: dict[str, int] = {}
-        outputs = ((label, out.double().reshape(gold_all.shape)[tokens])
-                   for label, out in hyp.variants(att)) if hyp.whole else hyp.variants(sub)
-        for label, out in outputs:
-            # the variant explains a row when the kernel matches it there and it misses
-            # the reference there
-            # the kernel's rounding of the variant's output: the row's tolerance, or two
-            # bf16 ulps of the variant's own scale where that is larger (a row the reference
-            # leaves empty has a tolerance of 1e-6, a variant that reads it does not)
-            scale = out.abs().amax(dim=-1).nan_to_num(0.0, posinf=0.0)
-            r = _ratio(actual, out, torch.maximum(tol, VARIANT_REL * scale))
-            differs = _ratio(out, gold, tol) > 1
-            r = torch.where(differs, r, float("inf"))
-            better = fail & (r < best)
-            if bool(better.any()) and bool((r[better] <= 1).any()):
-                labels[label] = int((better & (r <= 1)).sum())
-            best = torch.where(better, r, best)
-            if time.perf_counter() - start > budget:
-                diagnosis.cut_short = True
-                break
-        ok = fail & (best <= 1)
-        worst = float(best[fail].max())
-        used = [lbl for lbl, _ in sorted(labels.items(), key=lambda kv: -kv[1])]
-        # rows past MAX_TOKENS' tokens were not looked at: they count as unexplained
-        diagnosis.explanations.append(Explanation(hyp.name, hyp.says, worst, int(ok.sum()),
-                                                  n_fail, used))
+        outputs = ((label, out) for label, out in (
+            (label, _on_tokens(out, sub, tokens, gold_all.shape))
+            for label, out in hyp.variants(att)) if out is not None) \
+            if hyp.whole else hyp.variants(sub)
+        diagnosis.explanations.append(score(hyp, outputs, actual, gold, tol, fail, n_fail,
+                                            _ratio, _slack, late, diagnosis))
     diagnosis.seen = n_seen
     diagnosis.seconds = time.perf_counter() - start
     diagnosis.explanations.sort(key=lambda e: (not e.explains, -e.explained, e.tightness))

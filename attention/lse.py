@@ -147,10 +147,11 @@ def in_domain(att: Attended) -> torch.Tensor:
     return finite & keys & values
 
 
-def compare_lse(actual: torch.Tensor, att: Attended, decl: LSE, what: str = "kernel lse",
-                against: str = "the reference") -> Comparison:
-    """Check a kernel's LSE `[*tokens, H]` (any floating dtype) against the reference's for
-    what it attends to `att`, under its declaration `decl` (module docstring)."""
+def ratios(actual: torch.Tensor, att: Attended, decl: LSE):
+    """Per (token, head) `[*tokens, H]` the error of a kernel's LSE over its tolerance (0
+    outside the domain, inf where an exact value is missed), with what the comparison
+    needs besides: `(ratio, want, got, err, tol, empty, sentinel, exact)`, fp64 where
+    numeric."""
     gold = lse(att, torch.float64, decl.with_sink)
     want = expected(att, decl, gold)
     tol = in_base(tolerance(att, gold, decl.with_sink), decl.base)
@@ -175,6 +176,14 @@ def compare_lse(actual: torch.Tensor, att: Attended, decl: LSE, what: str = "ker
     ratio = torch.where(exact | torch.isinf(err), torch.where(err == 0, 0.0, float("inf")),
                         err / tol)
     ratio = torch.where(domain, ratio, 0.0)
+    return ratio, want, got, err, tol, empty, sentinel, exact
+
+
+def compare_lse(actual: torch.Tensor, att: Attended, decl: LSE, what: str = "kernel lse",
+                against: str = "the reference") -> Comparison:
+    """Check a kernel's LSE `[*tokens, H]` (any floating dtype) against the reference's for
+    what it attends to `att`, under its declaration `decl` (module docstring)."""
+    ratio, want, got, err, tol, empty, sentinel, exact = ratios(actual, att, decl)
     worst = float(ratio.max()) if ratio.numel() else 0.0
     if worst <= 1.0:
         return Comparison(True, worst, "")

@@ -20,7 +20,7 @@ HEAD = 8
 
 def arguments(inputs) -> dict:
     """A convention's `Inputs` as the arguments of a call, without copying a tensor."""
-    return {name: getattr(inputs, name) for name in inputs.ARGUMENTS}
+    return {name: getattr(inputs, name) for name in inputs.call_arguments()}
 
 
 def _same(a, b) -> bool:

@@ -10,9 +10,9 @@ from hypothesis.control import current_build_context, currently_in_test_context
 from hypothesis.errors import HypothesisException
 
 from sparse_attn_conformance import contracts
-from sparse_attn_conformance.attention import counterfactuals
+from sparse_attn_conformance.attention import counterfactuals, lse_counterfactuals
 from sparse_attn_conformance.attention.compare import compare, golden, row_errors, tolerance
-from sparse_attn_conformance.attention.lse import compare_lse
+from sparse_attn_conformance.attention.lse import compare_lse, ratios
 from sparse_attn_conformance.conformance import calls, packing, picture, recorder
 from sparse_attn_conformance.conformance.failures import KernelFailure
 from sparse_attn_conformance.contracts import checks
@@ -96,10 +96,18 @@ def _expect_lse(kernel: KernelUnderTest, lse: torch.Tensor, inputs: Inputs) -> N
     """Assert the kernel's LSE matches the reference's for `inputs` under its declaration
     (attention/lse.py); a mismatch is a property failure (`AssertionError`)."""
     global _example_worst
-    result = compare_lse(lse, inputs.attended(), kernel.lse)
+    att = inputs.attended()
+    result = compare_lse(lse, att, kernel.lse)
     _example_worst = max(_example_worst, result.worst_ratio)
     if not result.ok:
-        raise AssertionError(f"kernel {kernel.name!r}: {result.message}")
+        error = AssertionError(f"kernel {kernel.name!r}: {result.message}")
+        if _final_example():
+            found = lse_counterfactuals.diagnose(att, lse, kernel.lse).as_dict()
+            error.add_note("diagnosis of the LSE (attention/lse_counterfactuals.py):\n"
+                           + counterfactuals.text_of(found))
+            recorder.note_diagnosis(found, picture.of(att, ratios(lse, att, kernel.lse)[0],
+                                                      found))
+        raise error
 
 
 def call_many(kernel: KernelUnderTest, parts: list[Inputs]) -> list[torch.Tensor]:

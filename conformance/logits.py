@@ -56,11 +56,30 @@ def _rows_made_positive(pool: torch.Tensor) -> torch.Tensor:
     name = formats.of_pool(pool)
     if name == formats.BF16:
         return _floored(pool)
+    if formats.per_tensor(name) is not None:
+        # codes spread at most 2^18 (e4m3's range): a zero code floored to the smallest
+        # positive one is all the flooring needed
+        codes = formats.magnitudes(pool).view(torch.uint8)
+        return torch.where(codes == 0, torch.ones((), dtype=torch.uint8), codes).view(pool.dtype)
     fmt = formats.FORMATS[name]
     recs = fmt.magnitudes(formats.records(pool))
     rope = fmt.rope_values(recs).to(torch.bfloat16)
     fmt.rope_field(recs)[:] = formats.as_bytes(_floored(rope))
     return formats.to_pool(name, recs)
+
+
+def _power_of_two_scales(inputs) -> dict:
+    """A per-tensor FP8 call's pool scales rounded to powers of two within 2^+-20 (a code
+    times such a scale is exact in fp32, so no kernel rounds a key the reference keeps, and
+    no row is so small that q's bf16 range cannot lift its logit past the sentinels);
+    {} otherwise."""
+    out = {}
+    for p in formats.SCALE_ARGUMENTS:
+        scale = getattr(inputs, p, None)
+        if scale is not None:
+            e = torch.round(torch.log2(scale.double())).clamp(-20, 20)
+            out[p] = torch.exp2(e).float()
+    return out
 
 
 def far_below_zero(inputs, gen: torch.Generator, finite_sinks: bool = False):
@@ -69,7 +88,9 @@ def far_below_zero(inputs, gen: torch.Generator, finite_sinks: bool = False):
 
     - every pool row's value replaced by its magnitude (`formats.magnitudes`: a sign bit
       cleared; unread rows stay poisoned), each exact dim (below) at least 2^-40 times its
-      largest in the pool;
+      largest in the pool; a per-tensor FP8 pool's zero codes made its smallest positive
+      one, its scale rounded to a power of two within 2^+-20 (so every key is exact in
+      fp32, and within q's reach);
     - per (token, head), a query that is zero but for one dim `d`, `-2^e`, so a live row's
       logit is `-2^e * |k_d| * scale`, one exact product: `d` is a dim where the token's
       live rows are all non-zero (the tightest spread of them first, others in turn for
@@ -82,7 +103,7 @@ def far_below_zero(inputs, gen: torch.Generator, finite_sinks: bool = False):
     whose chosen dim holds a zero row gets a logit 0 there (not far below zero; still a
     valid call)."""
     i = inputs.replace(ori_kv=_rows_made_positive(inputs.ori_kv),
-                       cmp_kv=_rows_made_positive(inputs.cmp_kv))
+                       cmp_kv=_rows_made_positive(inputs.cmp_kv), **_power_of_two_scales(inputs))
     att = i.attended()
     rows, live = att.rows.double(), att.live
     H, D = att.q.shape[-2], att.q.shape[-1]
@@ -93,9 +114,15 @@ def far_below_zero(inputs, gen: torch.Generator, finite_sinks: bool = False):
     kmin = torch.where(live_k, k, float("inf")).amin(dim=-2)
     spread = torch.where((kmax > 0) & live.any(dim=-1, keepdim=True), kmin / kmax, 0.0)
     # ties broken at random, so that equal dims take turns across examples
+    # (relative: a spread of 2^-40 must still sort above a dim whose spread is 0)
     jitter = torch.rand(spread.shape, generator=gen, dtype=torch.float64) * 1e-9
-    order = torch.argsort(spread + jitter, dim=-1, descending=True)  # [*tokens, n]
-    pick = order[..., torch.arange(H) % order.shape[-1]]              # [*tokens, H]
+    order = torch.argsort(spread * (1 + jitter) + jitter * 1e-300, dim=-1,
+                          descending=True)                         # [*tokens, n]
+    # heads take the dims with a spread in turn (past them a head's logit would be 0 for a
+    # zero row; only a token without any such dim uses the others)
+    good = (spread > 0).sum(dim=-1, keepdim=True).clamp(min=1)      # [*tokens, 1]
+    turn = torch.arange(H) % torch.where(good > 0, good, order.shape[-1])
+    pick = torch.gather(order, -1, turn)                              # [*tokens, H]
     top = torch.gather(kmax, -1, pick)
     # 2^e * top <= 2^TOP_LOG2; a token without a live row: any exponent
     e = torch.where(top > 0, TOP_LOG2 - torch.ceil(torch.log2(top.clamp(min=1e-300))), 0.0)

@@ -11,6 +11,10 @@ kernel too.
   checks the value side for a non-zero query; a key read with the wrong group's scale
   only moves the logits, and is caught by test_reference_match.
 
+A per-tensor FP8 pool's value is its codes times its scale argument (`ori_kv_scale`,
+`cmp_kv_scale`): a kernel that drops the scale, or reads one pool with the other's, fails
+both.
+
 For a kernel that reads bf16 pools only there is nothing to dequantise: one visible skip.
 """
 
@@ -39,12 +43,11 @@ def _draw_fp8_case(data, kernel, fp8: tuple[str, ...], **kw):
     return case
 
 
-def _pool_values(pool: torch.Tensor) -> torch.Tensor:
-    """Every row's value `[N * BLOCK, D_v]` float64, flat row `n * BLOCK + r`, decoded from
-    the pool's records."""
-    fmt = formats.FORMATS[formats.of_pool(pool)]
-    recs = formats.records(pool)
-    return fmt.decode(recs.reshape(-1, fmt.row_bytes))[:, :fmt.d_v]
+def _pool_values(i, pool: str) -> torch.Tensor:
+    """Every row's value `[N * BLOCK, D_v]` float64 of pool `pool` of call `i`, flat row
+    `n * BLOCK + r`, decoded from the pool's records (a per-tensor pool's codes times its
+    scale argument)."""
+    return formats.pool_values(getattr(i, pool), i.pool_scale(pool))
 
 
 def lane_values(i) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +55,7 @@ def lane_values(i) -> tuple[torch.Tensor, torch.Tensor]:
     mask `[*tokens, L]`, each lane's row found by the convention's addressing (sections 1-3,
     8-9) and its value by decoding its record."""
     block = i.BLOCK
-    ori, cmp = _pool_values(i.ori_kv), _pool_values(i.cmp_kv)
+    ori, cmp = _pool_values(i, "ori_kv"), _pool_values(i, "cmp_kv")
     if i.CONVENTION == "v2":
         live_w, live_c = v2.live_lanes(i)
         w = torch.where(live_w, i.window_swa_indices.to(torch.int64), 0)

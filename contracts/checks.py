@@ -67,6 +67,27 @@ def pools(kw: dict, D: int):
     return ori_kv, cmp_kv, block
 
 
+def call_arguments(kw: dict, expected: tuple[str, ...]) -> None:
+    """`arguments` for a convention's `expected`, plus the pools' scales when `ori_kv` is a
+    per-tensor FP8 pool (`contracts.formats.SCALE_ARGUMENTS`, section 12)."""
+    scales = formats.scale_arguments(kw.get("ori_kv"))
+    missing = [a for a in expected + scales if a not in kw]
+    extra = [a for a in kw if a not in expected + scales]
+    why = (" (the pools are per-tensor FP8: each takes its scale)" if scales else
+           " (scales belong to per-tensor FP8 pools only)" if set(extra) & set(
+               formats.SCALE_ARGUMENTS) else "")
+    expect(not missing and not extra, "arguments", f"exactly {expected + scales}{why}",
+           f"missing {missing}, unexpected {extra}")
+
+
+def pool_scales(kw: dict, fmt: str):
+    """`(ori_kv_scale, cmp_kv_scale)` of pools in format `fmt`: each a float32 `[1]` tensor,
+    finite and > 0, for a per-tensor FP8 format; `(None, None)` for any other."""
+    if formats.per_tensor(fmt) is None:
+        return None, None
+    return tuple(formats.check_scale(a, kw[a]) for a in formats.SCALE_ARGUMENTS)
+
+
 def attn_sink(kw: dict, H: int):
     """The sink: fp32 `[H]`, no NaN (`+inf` and `-inf` are allowed)."""
     import torch

@@ -13,6 +13,14 @@ separates them.
 | bf16 | 2 D | any | D | D bf16 |
 | fp8_ds_mla | 656 | 576 | 512 | 512 e4m3fn, 4 float32 scales (one per 128), 64 bf16 RoPE |
 | fp8_ds_v4 | 584 | 512 | 512 | 448 e4m3fn, 64 bf16 RoPE; 7 UE8M0 scales (one per 64), 1 pad |
+| fp8_e4m3 | D | any | D | D float8_e4m3fn codes; one float32 scale per pool (an argument) |
+| fp8_e4m3fnuz | D | any | D | D float8_e4m3fnuz codes (ROCm); one float32 scale per pool |
+
+The per-tensor formats (sglang's and vLLM's `fp8_e4m3` caches, written by
+`scaled_fp8_quant`) are pools of the FP8 dtype itself, `[N, BLOCK, D]`; their scale is not
+in the pool but in the call: `ori_kv_scale` and `cmp_kv_scale`, float32 `[1]`, present
+exactly when the pools are in such a format (`SCALE_ARGUMENTS`). A row's value is each
+code's value times its pool's scale (exact in float64).
 
 A row's key is NoPE then RoPE (`D` dims); its value is the first `D_v` of them.
 
@@ -146,6 +154,34 @@ class Format:
         return out
 
 
+@dataclass(frozen=True)
+class PerTensor:
+    """A per-tensor FP8 format: a pool `[N, BLOCK, D]` of `dtype` codes whose value is the
+    code's times the pool's one float32 scale (its own call argument).
+
+    nan_codes: the codes that are NaN; largest: the code of the largest finite value."""
+
+    name: str
+    dtype: torch.dtype
+    nan_codes: tuple[int, ...]
+    largest: int
+
+    @property
+    def max(self) -> float:
+        return float(torch.finfo(self.dtype).max)
+
+    def values(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float64 values of uint8 `codes` read as this format's dtype: exact."""
+        return torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(self.dtype).double()
+
+    def decode(self, rows: torch.Tensor, scale) -> torch.Tensor:
+        """The exact value `[..., D]` float64 of rows of this dtype (or their bytes) times
+        `scale` (a float, or a tensor broadcasting against the rows' leading dims)."""
+        codes = rows.view(torch.uint8) if rows.dtype == self.dtype else rows
+        scale = torch.as_tensor(scale, dtype=torch.float64)
+        return self.values(codes) * scale[..., None]
+
+
 def _data_bytes(fmt: Format) -> int:
     """A block-split format's data bytes per token (the record before the scales)."""
     return fmt.scale_at
@@ -174,17 +210,18 @@ def read_rows(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor) -> tor
 
 
 def records(pool: torch.Tensor) -> torch.Tensor:
-    """Every row of a byte pool as records `[N, BLOCK, row_bytes]` (a copy)."""
-    fmt = FORMATS[of_pool(pool)]
-    if not fmt.block_split:
+    """Every row of a byte pool as records `[N, BLOCK, row_bytes]` (a copy; a per-tensor
+    FP8 pool's rows as they are)."""
+    fmt = FORMATS.get(of_pool(pool))
+    if fmt is None or not fmt.block_split:
         return pool.clone(memory_format=torch.contiguous_format)
     return torch.cat(_areas(pool, fmt), dim=-1)
 
 
 def to_pool(name: str, recs: torch.Tensor) -> torch.Tensor:
     """A contiguous pool `[N, BLOCK, row_bytes]` in format `name` holding records `recs`."""
-    fmt = FORMATS[name]
-    if not fmt.block_split:
+    fmt = FORMATS.get(name)
+    if fmt is None or not fmt.block_split:
         return recs.contiguous()
     n, size, width = recs.shape
     data = _data_bytes(fmt)
@@ -214,24 +251,47 @@ FORMATS: dict[str, Format] = {
                         rope=64, d_v=512, nope_at=0, scale_at=576, rope_at=448,
                         block_split=True),
 }
+#: The per-tensor FP8 formats by name (section 12): pools of the FP8 dtype, one scale each.
+PER_TENSOR: dict[str, PerTensor] = {
+    "fp8_e4m3": PerTensor("fp8_e4m3", torch.float8_e4m3fn, nan_codes=(0x7F, 0xFF),
+                          largest=0x7E),
+    "fp8_e4m3fnuz": PerTensor("fp8_e4m3fnuz", torch.float8_e4m3fnuz, nan_codes=(0x80,),
+                              largest=0x7F),
+}
+#: The call's extra arguments when the pools are per-tensor FP8: each pool's scale.
+SCALE_ARGUMENTS = ("ori_kv_scale", "cmp_kv_scale")
 BF16 = "bf16"
 #: Every format a pool may be in, bf16 first (the default).
-NAMES = (BF16, *FORMATS)
+NAMES = (BF16, *FORMATS, *PER_TENSOR)
 
 
 def get(name: str) -> Format | None:
-    """The format `name` (None for bf16); an unknown name raises `ContractError`."""
-    if name == BF16:
-        return None
-    if name not in FORMATS:
+    """The byte-row format `name` (None for bf16 and the per-tensor formats, whose rows are
+    D values: `per_tensor`); an unknown name raises `ContractError`."""
+    if name not in NAMES:
         raise ContractError(f"kv_format: expected one of {NAMES}, got {name!r}")
-    return FORMATS[name]
+    return FORMATS.get(name)
+
+
+def per_tensor(name: str) -> PerTensor | None:
+    """The per-tensor FP8 format `name`, or None (bf16, a byte-row format)."""
+    return PER_TENSOR.get(name)
+
+
+def scale_arguments(pool) -> tuple[str, ...]:
+    """The scale arguments a call whose `ori_kv` is `pool` takes: `SCALE_ARGUMENTS` for a
+    per-tensor FP8 pool, none otherwise."""
+    is_fp8 = isinstance(pool, torch.Tensor) and of_pool(pool) in PER_TENSOR
+    return SCALE_ARGUMENTS if is_fp8 else ()
 
 
 def of_pool(pool: torch.Tensor) -> str:
     """The format a pool tensor is in, by dtype and row size (no check of the values)."""
     if pool.dtype == torch.bfloat16:
         return BF16
+    for name, pt in PER_TENSOR.items():
+        if pool.dtype == pt.dtype:
+            return name
     for name, fmt in FORMATS.items():
         if pool.dtype == torch.uint8 and pool.shape[-1] == fmt.row_bytes:
             return name
@@ -250,12 +310,17 @@ def value_dims(name: str, D: int) -> int:
     return D if fmt is None else fmt.d_v
 
 
-def values(pool_rows: torch.Tensor) -> torch.Tensor:
+def values(pool_rows: torch.Tensor, scale=None) -> torch.Tensor:
     """Rows read from a pool (any leading shape, the pool's last dim): their values, bf16
-    as stored for a bf16 pool, float64 dequantised for a byte pool."""
+    as stored for a bf16 pool, float64 dequantised for a byte pool or a per-tensor FP8 one
+    (times `scale`: a float or a tensor broadcasting against the leading dims)."""
     if pool_rows.dtype == torch.bfloat16:
         return pool_rows
     name = of_pool(pool_rows)
+    if name in PER_TENSOR:
+        if scale is None:
+            raise ContractError(f"pool rows: rows of format {name} need their pool's scale")
+        return PER_TENSOR[name].decode(pool_rows, scale)
     if name == "unknown":
         raise ContractError(f"pool rows: expected bf16 or uint8 rows of {_sizes()} bytes, got "
                             f"{pool_rows.dtype} rows of {pool_rows.shape[-1]}")
@@ -275,11 +340,17 @@ def check_pool(name: str, pool, D: int) -> str:
     if pool.dim() != 3:
         raise ContractError(f"{name}: expected 3 dimensions [N, BLOCK, D or ROW_BYTES], got "
                             f"shape {tuple(pool.shape)}")
-    if pool.dtype == torch.bfloat16:
-        return BF16
+    if pool.dtype == torch.bfloat16 or of_pool(pool) in PER_TENSOR:
+        fmt_name = of_pool(pool)
+        if pool.shape[-1] != D:  # a row is D values: q's
+            raise ContractError(f"{name}: expected shape [N, BLOCK, D={D}] (format {fmt_name}: "
+                                f"D values a row), got shape {tuple(pool.shape)}")
+        return fmt_name
     if pool.dtype != torch.uint8:
-        raise ContractError(f"{name}: expected dtype torch.bfloat16 (format bf16) or "
-                            f"torch.uint8 (bytes of {', '.join(FORMATS)}), got {pool.dtype}")
+        per = ", ".join(f"{pt.dtype} ({n})" for n, pt in PER_TENSOR.items())
+        raise ContractError(f"{name}: expected dtype torch.bfloat16 (format bf16), "
+                            f"torch.uint8 (bytes of {', '.join(FORMATS)}) or {per}, got "
+                            f"{pool.dtype}")
     fmt_name = of_pool(pool)
     if fmt_name == "unknown":
         raise ContractError(f"{name}: expected uint8 rows of {_sizes()} bytes, got rows of "
@@ -298,6 +369,10 @@ def magnitudes(pool: torch.Tensor) -> torch.Tensor:
     name = of_pool(pool)
     if name == BF16:
         return pool.abs()
+    if name in PER_TENSOR:  # the sign bit cleared; a NaN code (fnuz's is 0x80) kept
+        codes = pool.contiguous().view(torch.uint8)
+        nan = torch.isin(codes, torch.tensor(PER_TENSOR[name].nan_codes, dtype=torch.uint8))
+        return torch.where(nan, codes, codes & 0x7F).view(pool.dtype)
     fmt = FORMATS[name]
     return to_pool(name, fmt.magnitudes(records(pool)))
 
@@ -332,11 +407,55 @@ def poison_rows(fmt: Format, n: int, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def poison_codes(pt: PerTensor, n: int, D: int, gen: torch.Generator) -> torch.Tensor:
+    """`n` rows of `D` codes `[n, D]` uint8 a kernel must never read, cycled: every code a
+    NaN code; random codes with one NaN; the largest code of either sign (times a large
+    scale: far past any live logit)."""
+    nan = torch.tensor(pt.nan_codes, dtype=torch.uint8)
+    kinds = torch.randint(0, 256, (3, D), generator=gen, dtype=torch.uint8)
+    kinds[0] = nan[torch.arange(D) % len(nan)]
+    kinds[1, 0] = nan[0]
+    kinds[2] = torch.tensor([pt.largest, pt.largest | 0x80], dtype=torch.uint8)[torch.arange(D) % 2]
+    return kinds[torch.arange(n) % 3]
+
+
+def check_scale(name: str, value) -> torch.Tensor:
+    """Per-tensor scale argument `name` (`ori_kv_scale`/`cmp_kv_scale`): a float32 CPU
+    tensor of shape `[1]` holding a finite value > 0 (section 12); else `ContractError`."""
+    if not isinstance(value, torch.Tensor):
+        raise ContractError(f"{name}: expected a torch.Tensor (float32, shape [1]), got "
+                            f"{type(value).__name__}")
+    if value.dtype != torch.float32 or tuple(value.shape) != (1,):
+        raise ContractError(f"{name}: expected a float32 tensor of shape [1], got "
+                            f"{value.dtype} of shape {tuple(value.shape)}")
+    v = float(value.reshape(()))
+    if not (v > 0 and v < float("inf")):
+        raise ContractError(f"{name}: expected a finite scale > 0, got {v!r}")
+    return value
+
+
+def pool_values(pool: torch.Tensor, scale=None) -> torch.Tensor:
+    """Every row's value `[N * BLOCK, D_v]` float64 (flat row `n * BLOCK + r`) of a pool in
+    any format; `scale` is a per-tensor FP8 pool's."""
+    name = of_pool(pool)
+    if name in PER_TENSOR or name == BF16:
+        return values(pool.reshape(-1, pool.shape[-1]), scale).double()
+    fmt = FORMATS[name]
+    return fmt.decode(records(pool).reshape(-1, fmt.row_bytes))[:, :fmt.d_v]
+
+
 def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | None = None
                 ) -> torch.Tensor:
     """A copy of byte pool `pool` with every row outside `keep` (`[N, BLOCK]` bool)
-    replaced by `poison_rows`."""
+    replaced by `poison_rows` (a per-tensor FP8 pool's by `poison_codes`)."""
     name = of_pool(pool)
+    if name in PER_TENSOR:
+        out = pool.contiguous().clone().view(torch.uint8)
+        flat = out.view(-1, pool.shape[-1])
+        idx = torch.nonzero(~keep.reshape(-1)).flatten()
+        gen = gen if gen is not None else torch.Generator().manual_seed(int(idx.numel()))
+        flat[idx] = poison_codes(PER_TENSOR[name], idx.numel(), pool.shape[-1], gen)
+        return out.view(pool.dtype)
     fmt = FORMATS[name]
     recs = records(pool)
     flat = recs.view(-1, fmt.row_bytes)
@@ -346,6 +465,8 @@ def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | N
     return to_pool(name, recs)
 
 
-__all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "UE8M0_BIAS", "UE8M0_NAN_CODE",
-           "Format", "check_pool", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "poison_pool",
-           "poison_rows", "as_bytes", "read_rows", "records", "to_pool", "value_dims", "values"]
+__all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "PER_TENSOR", "SCALE_ARGUMENTS",
+           "UE8M0_BIAS", "UE8M0_NAN_CODE", "Format", "PerTensor", "as_bytes", "check_pool",
+           "check_scale", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "per_tensor",
+           "poison_codes", "poison_pool", "poison_rows", "pool_values", "read_rows", "records",
+           "scale_arguments", "to_pool", "value_dims", "values"]

@@ -2,8 +2,9 @@
 and how `kwargs()` presents each tensor in memory (`layout`, kinds from `contracts.layout`).
 
 A convention's `Inputs` is a frozen dataclass with this mixin, a class attribute
-`ARGUMENTS` (its keyword arguments, in contract order) and a field `layout`; its
-`__post_init__` calls `_normalise_layout()`.
+`ARGUMENTS` (its keyword arguments, in contract order), fields `ori_kv_scale` and
+`cmp_kv_scale` (None unless the pools are per-tensor FP8, section 12) and a field `layout`;
+its `__post_init__` calls `_normalise_layout()`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class LaidOut:
             if reason is not None:
                 raise ContractError(f"Inputs.layout[{key!r}]: expected a kind that applies to "
                                     f"{key}, got {kind!r}: {reason}")
-        normal = {a: layout[a] for a in self.ARGUMENTS
+        normal = {a: layout[a] for a in self.call_arguments()
                   if layout.get(a, "contiguous") != "contiguous"}
         object.__setattr__(self, "layout", normal)
 
@@ -58,21 +59,36 @@ class LaidOut:
 
         return formats.value_dims(self.kv_format, self.D)
 
+    def call_arguments(self) -> tuple[str, ...]:
+        """The call's keyword arguments, in contract order: `ARGUMENTS`, then the pools'
+        scales where they are per-tensor FP8 (`contracts.formats.SCALE_ARGUMENTS`)."""
+        from sparse_attn_conformance.contracts import formats
+
+        return self.ARGUMENTS + tuple(a for a in formats.SCALE_ARGUMENTS
+                                      if getattr(self, a, None) is not None)
+
+    def pool_scale(self, pool: str):
+        """The per-tensor scale of pool `pool` (`"ori_kv"`/`"cmp_kv"`) as a float64 tensor
+        `[]`, or None for a pool that carries its scales (or has none)."""
+        scale = getattr(self, f"{pool}_scale", None)
+        return None if scale is None else scale.reshape(()).double()
+
     def tensor_arguments(self) -> tuple[str, ...]:
         """The names of the arguments that are tensors, in contract order."""
-        return tuple(a for a in self.ARGUMENTS if isinstance(getattr(self, a), torch.Tensor))
+        return tuple(a for a in self.call_arguments()
+                     if isinstance(getattr(self, a), torch.Tensor))
 
     def _repr_pretty_(self, p, cycle) -> None:  # Hypothesis prints draws with this
         p.text(repr(self))
 
     def kwargs(self) -> dict:
-        """Keyword arguments for a kernel call (exactly `ARGUMENTS`). Tensors are fresh
+        """Keyword arguments for a kernel call (exactly `call_arguments()`). Tensors are fresh
         buffers of their own, presented in `layout` (`contracts.layout.present`), so a kernel
         that writes into an argument changes nothing here."""
         from sparse_attn_conformance.contracts.layout import present
 
         out = {}
-        for name in self.ARGUMENTS:
+        for name in self.call_arguments():
             value = getattr(self, name)
             if isinstance(value, torch.Tensor):
                 value = present(value, self.layout.get(name, "contiguous"), name=name)

@@ -61,6 +61,9 @@ class Inputs(LaidOut):
     seqused_kv: torch.Tensor
     softmax_scale: float
     window_size: int
+    #: each pool's scale, float32 `[1]`, where the pools are per-tensor FP8 (section 12)
+    ori_kv_scale: torch.Tensor | None = None
+    cmp_kv_scale: torch.Tensor | None = None
     layout: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     CONVENTION: ClassVar[str] = "v1"
@@ -127,21 +130,23 @@ def live_mask(topk_idxs: torch.Tensor, seqused_kv: torch.Tensor, window_size: in
     return live_window | live_cmp
 
 
-def gather_rows(inputs: Inputs, live: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(inputs: Inputs, live: torch.Tensor | None = None,
+                slot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows addressed by every index entry, `[B, S, TOPK, D]` (bf16, or float64 dequantised
     from a byte pool: `contracts.formats.values`), and the live mask.
 
     Ignored entries get a zero row, whatever their address would hold. `live`: another
     live mask than the contract's (a counterfactual: what a kernel with a wrong length
-    reads; an entry past its table reads the table's last column).
+    reads; an entry past its table reads the table's last column). `slot`: another slot
+    per entry than its own (a counterfactual's address arithmetic), in the pool its entry
+    names.
     """
     win, block = inputs.window_size, inputs.BLOCK
     if live is None:
         live = live_mask(inputs.topk_idxs, inputs.seqused_kv, win)
     e = inputs.topk_idxs.to(torch.int64)
     is_cmp = e >= win
-    slot = torch.where(is_cmp, e - win, e).clamp(min=0)
+    slot = (torch.where(is_cmp, e - win, e) if slot is None else slot).clamp(min=0)
     safe_slot = torch.where(live, slot, torch.zeros_like(slot))
     col = safe_slot // block
     row = safe_slot % block
@@ -156,7 +161,10 @@ def gather_rows(inputs: Inputs, live: torch.Tensor | None = None
     cmp_block = torch.where(live & is_cmp, cmp_block, 0).clamp(0, inputs.cmp_kv.shape[0] - 1)
     ori_rows = formats.read_rows(inputs.ori_kv, ori_block, row)
     cmp_rows = formats.read_rows(inputs.cmp_kv, cmp_block, row)
-    rows = formats.values(torch.where(is_cmp[..., None], cmp_rows, ori_rows))
+    scale = None  # a per-tensor FP8 pool's scale, per entry (section 12)
+    if inputs.ori_kv_scale is not None:
+        scale = torch.where(is_cmp, inputs.pool_scale("cmp_kv"), inputs.pool_scale("ori_kv"))
+    rows = formats.values(torch.where(is_cmp[..., None], cmp_rows, ori_rows), scale)
     rows = torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype))
     return rows, live
 
@@ -193,13 +201,14 @@ def addressed_rows(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def validate(**kw) -> Inputs:
     """Check one kernel call's arguments against the contract; return them as `Inputs`."""
-    checks.arguments(kw, ARGUMENTS)
+    checks.call_arguments(kw, ARGUMENTS)
     q = tensor("q", kw["q"], torch.bfloat16, 4)
     B, S, H, D = q.shape
     expect(min(B, S, H, D) >= 1, "q", "all of B, S, H, D >= 1", f"shape {tuple(q.shape)}")
     win = checks.python_int("window_size", kw["window_size"], 1)
     scale = checks.softmax_scale(kw["softmax_scale"])
     ori_kv, cmp_kv, block = checks.pools(kw, D)
+    ori_scale, cmp_scale = checks.pool_scales(kw, formats.of_pool(ori_kv))
 
     ori_bt = tensor("ori_block_table", kw["ori_block_table"], torch.int32, 2)
     n_win_blocks = -(-win // block)
@@ -242,7 +251,8 @@ def validate(**kw) -> Inputs:
                 used.tolist())
     return Inputs(q=q, ori_kv=ori_kv, ori_block_table=ori_bt, cmp_kv=cmp_kv,
                   cmp_block_table=cmp_bt, topk_idxs=topk, attn_sink=sink, seqused_kv=seqused,
-                  softmax_scale=scale, window_size=win)
+                  softmax_scale=scale, window_size=win, ori_kv_scale=ori_scale,
+                  cmp_kv_scale=cmp_scale)
 
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:

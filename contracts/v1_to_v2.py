@@ -47,7 +47,8 @@ def to_v2(inputs: v1.Inputs, compress_ratio: int = 1) -> v2.Inputs:
                             f"place positions; None is v2's no-cut form), got {r!r}")
     # the canonical tensors, checked as a kernel call would be: a hand-built Inputs that
     # breaks v1 fails here, naming the v1 argument
-    inputs = v1.validate(**{a: getattr(inputs, a) for a in v1.ARGUMENTS})
+    inputs = v1.validate(**{a: getattr(inputs, a) for a in inputs.call_arguments()})
+    scales = {a: getattr(inputs, a) for a in inputs.call_arguments() if a not in v1.ARGUMENTS}
     B, S, H, D = inputs.q.shape
     T, win, block, topk = B * S, inputs.window_size, inputs.BLOCK, inputs.TOPK
 
@@ -75,4 +76,5 @@ def to_v2(inputs: v1.Inputs, compress_ratio: int = 1) -> v2.Inputs:
         window_swa_indices=window.to(torch.int32), cmp_kv=inputs.cmp_kv,
         cmp_block_table=inputs.cmp_block_table, idx_topk=idx.to(torch.int32),
         position_ids=pos.to(torch.int32)[:, None], attn_sink=inputs.attn_sink,
-        softmax_scale=inputs.softmax_scale, seq_per_batch=S, index_topk=topk, compress_ratio=r)
+        softmax_scale=inputs.softmax_scale, seq_per_batch=S, index_topk=topk, compress_ratio=r,
+        **scales)

@@ -67,6 +67,9 @@ class Inputs(LaidOut):
     seq_per_batch: int
     index_topk: int
     compress_ratio: int | None
+    #: each pool's scale, float32 `[1]`, where the pools are per-tensor FP8 (section 12)
+    ori_kv_scale: torch.Tensor | None = None
+    cmp_kv_scale: torch.Tensor | None = None
     layout: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     CONVENTION: ClassVar[str] = "v2"
@@ -169,7 +172,11 @@ def gather_rows(inputs: Inputs, lanes: tuple[torch.Tensor, torch.Tensor] | None 
     blk = table[b, (c // block).clamp(max=table.shape[1] - 1)].to(torch.int64)
     blk = torch.where(live_c, blk, 0).clamp(0, inputs.cmp_kv.shape[0] - 1)
     crows = formats.read_rows(inputs.cmp_kv, blk, c % block)
-    rows = formats.values(torch.cat([wrows, crows], dim=1))
+    scale = None  # a per-tensor FP8 pool's scale, per lane (section 12)
+    if inputs.ori_kv_scale is not None:
+        scale = torch.cat([inputs.pool_scale("ori_kv").expand(wrows.shape[:-1]),
+                           inputs.pool_scale("cmp_kv").expand(crows.shape[:-1])], dim=1)
+    rows = formats.values(torch.cat([wrows, crows], dim=1), scale)
     live = torch.cat([live_w, live_c], dim=1)
     rows = torch.where(live[..., None], rows, torch.zeros((), dtype=rows.dtype))
     return rows, live
@@ -196,7 +203,7 @@ def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
 
 def validate(**kw) -> Inputs:
     """Check one v2 kernel call's arguments against the contract; return them as `Inputs`."""
-    checks.arguments(kw, ARGUMENTS)
+    checks.call_arguments(kw, ARGUMENTS)
     q = tensor("q", kw["q"], torch.bfloat16, 3)
     T, H, D = q.shape
     expect(min(T, H, D) >= 1, "q", "shape [T >= 1, H >= 1, D >= 1]", f"shape {tuple(q.shape)}")
@@ -210,6 +217,7 @@ def validate(**kw) -> Inputs:
            "an int >= 1, or None (no cut: the caller pre-cut the compressed lists)", repr(ratio))
     scale = checks.softmax_scale(kw["softmax_scale"])
     ori_kv, cmp_kv, block = checks.pools(kw, D)
+    ori_scale, cmp_scale = checks.pool_scales(kw, formats.of_pool(ori_kv))
     win = tensor("window_swa_indices", kw["window_swa_indices"], torch.int32, 2)
     expect(win.shape[0] == T and win.shape[1] >= 1, "window_swa_indices",
            f"shape [T={T}, WIN >= 1]", f"shape {tuple(win.shape)}")
@@ -259,7 +267,7 @@ def validate(**kw) -> Inputs:
     return Inputs(q=q, ori_kv=ori_kv, window_swa_indices=win, cmp_kv=cmp_kv,
                   cmp_block_table=cmp_bt, idx_topk=idx, position_ids=pos, attn_sink=sink,
                   softmax_scale=scale, seq_per_batch=S, index_topk=idx_topk_n,
-                  compress_ratio=ratio)
+                  compress_ratio=ratio, ori_kv_scale=ori_scale, cmp_kv_scale=cmp_scale)
 
 
 def validate_output(o, inputs: Inputs) -> torch.Tensor:

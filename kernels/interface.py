@@ -86,9 +86,11 @@ class Kernel(Protocol):
     `--shrink-seconds` overrides it. Default: Hypothesis' bound."""
 
     bug_class: str
-    """For a seeded faulty kernel: the hypothesis of `attention.counterfactuals.CATALOGUE`
-    that names its bug, which the kill-rate's diagnosis column checks the top-ranked
-    hypothesis against. Default: none (a bug the catalogue does not hold)."""
+    """For a seeded faulty kernel: the hypothesis that names its bug (of
+    `attention.counterfactuals.CATALOGUE`, its convention's
+    `conformance.v1|v2.counterfactuals.NAMES`, or for an LSE bug
+    `attention.lse_counterfactuals.NAMES`), which the kill-rate's diagnosis column checks
+    the top-ranked hypothesis against. Default: none (a bug the catalogue does not hold)."""
 
     lse: LSE
     """For a kernel that returns `(o, lse)`: what its LSE is (`LSE`: natural log or log2,

@@ -110,7 +110,8 @@ def summarise(run: dict) -> list[dict]:
 
 def top_hypothesis(diagnosis: dict | None) -> str | None:
     """The diagnosis column: the best hypothesis that explains the shrunk failure
-    (`attention.counterfactuals`), "unexplained" when none does, None without a diagnosis
+    (`attention.counterfactuals`, the convention's, or for an LSE failure
+    `attention.lse_counterfactuals`), "unexplained" when none does, None without a diagnosis
     (a kernel error, or a failure that is no comparison with the reference)."""
     if not diagnosis or not diagnosis.get("failing_rows"):
         return None
@@ -165,7 +166,8 @@ def table(rows: list[dict]) -> str:
     diagnosed = [r for r in killed if r.get("diagnosis")]
     if diagnosed:
         named = [r for r in diagnosed if r["diagnosis"] != "unexplained"]
-        lines.append(f"diagnosis: a hypothesis of attention/counterfactuals.py explains "
+        lines.append(f"diagnosis: a hypothesis of the catalogues (attention/, conformance/v1|v2/"
+                     f"counterfactuals.py, attention/lse_counterfactuals.py) explains "
                      f"{len(named)} of the {len(diagnosed)} killed kernels whose shrunk "
                      f"failure has one (the others: unexplained)")
     declared = [r for r in killed if r.get("bug_class")]

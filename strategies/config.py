@@ -58,6 +58,9 @@ class Config:
     BLOCK: int
     ratio: int
     softmax_scale: float
+    #: per-tensor FP8 pools' scales `(ori, cmp)`, set once a case is in such a format: a
+    #: case drawn at this config (to be mixed into one call with the first) shares them
+    pool_scales: tuple[float, float] | None = None
 
     @property
     def TOPK(self) -> int:

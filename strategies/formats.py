@@ -23,6 +23,13 @@ which keeps its rows small integers times powers of two and its logits exact in 
 
 Every row no live lane reads is poisoned: NaN codes (0x7F, 0xFF), NaN or infinite scales
 (UE8M0 0xFF), the largest codes and scale, random padding (`contracts.formats.poison_rows`).
+
+The per-tensor formats (`fp8_e4m3`, `fp8_e4m3fnuz`: FP8 pools with one float32 scale each,
+the call's `ori_kv_scale` / `cmp_kv_scale`) take the same regimes: "quantised" as
+`scaled_fp8_quant` does (the pool's scale `amax / max` in float32, or a power of two), "raw"
+rows of codes drawn directly (every finite code of the dtype, its special ones) under a
+scale anywhere from float32's subnormals to 3e38, "mixed" a share of the rows raw. The two
+pools' scales differ (each its own pool's), so reading one pool with the other's shows.
 """
 
 from __future__ import annotations
@@ -147,10 +154,98 @@ def encode_pool(fmt: Format, pool: torch.Tensor, keep: torch.Tensor, regime: str
     return formats.to_pool(fmt.name, recs.reshape(n, block, fmt.row_bytes))
 
 
+def special_codes(pt: formats.PerTensor) -> torch.Tensor:
+    """The codes of per-tensor format `pt` a careless decoder gets wrong: +-0 (where the
+    dtype has -0), the smallest and largest subnormals, the smallest normal, +-1, the
+    largest value and the one below it, of either sign."""
+    vals = pt.values(torch.arange(256, dtype=torch.uint8))
+    pos = [c for c in range(128) if torch.isfinite(vals[c]) and vals[c] > 0]
+    pos.sort(key=lambda c: float(vals[c]))
+    normal = float(torch.finfo(pt.dtype).smallest_normal)
+    sub = [c for c in pos if float(vals[c]) < normal]
+    picks = {0, pos[0], pos[-1], pos[-2], sub[-1] if sub else pos[0],
+             next(c for c in pos if float(vals[c]) >= normal),
+             next(c for c in pos if float(vals[c]) == 1.0)}
+    out = sorted(picks | {c | 0x80 for c in picks})
+    return torch.tensor([c for c in out if c not in pt.nan_codes], dtype=torch.uint8)
+
+
+def per_tensor_scale(amax: float, pt: formats.PerTensor, power_of_two: bool) -> float:
+    """The scale a per-tensor cache writer gives a pool whose largest |value| is `amax`:
+    `amax / max` rounded to float32 (sglang's and vLLM's `scaled_fp8_quant`), or the
+    smallest power of two with `amax / s <= max`; 1 for an all-zero pool."""
+    if not amax > 0:
+        return 1.0
+    if power_of_two:
+        e = int(torch.ceil(torch.log2(torch.tensor(amax / pt.max, dtype=torch.float64))))
+        return 2.0 ** max(-149, min(127, e))
+    s = float(torch.tensor(amax / pt.max, dtype=torch.float32))
+    return s if s > 0 else 2.0**-149
+
+
+def quantise_codes(pt: formats.PerTensor, rows: torch.Tensor, scale: float) -> torch.Tensor:
+    """uint8 codes of `rows` divided by `scale`, rounded to nearest even in `pt`'s dtype; a
+    quotient past the dtype's largest value (a float32 scale rounded down) saturates."""
+    x = (rows.double() / scale).clamp(-pt.max, pt.max)
+    return x.float().to(pt.dtype).view(torch.uint8)
+
+
+def encode_per_tensor(pt: formats.PerTensor, pool: torch.Tensor, keep: torch.Tensor,
+                      regime: str, power_of_two: bool, raw_share: float, cap: float,
+                      gen: torch.Generator, scale: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pool in per-tensor format `pt` `[N, BLOCK, D]` and its scale (float32 `[1]`) from
+    bf16 `pool`: the rows in `keep` encoded by `regime`, every other row poisoned
+    (`contracts.formats.poison_codes`). `scale`: the pool's scale, given (another case's,
+    to be mixed with this one: quotients past the largest code saturate)."""
+    n, block, D = pool.shape
+    flat = pool.reshape(n * block, D)
+    kept = torch.nonzero(keep.reshape(-1)).flatten()
+    rows = flat[kept].double()
+    finite = rows[torch.isfinite(rows)]
+    amax = float(finite.abs().max()) if finite.numel() else 0.0
+    if scale is None and regime == "raw":
+        # a scale anywhere in float32's range, as `raw_groups` draws a group's
+        e = int(torch.randint(-149, 128, (), generator=gen))
+        scale = float(torch.tensor((1 + float(torch.rand((), generator=gen))) * 2.0**e,
+                                   dtype=torch.float32))
+        scale = scale if 0 < scale < float("inf") else 2.0**-149
+    elif scale is None:
+        scale = per_tensor_scale(amax, pt, power_of_two)
+    codes = quantise_codes(pt, rows, scale)
+    if regime != "quantised" and kept.numel():
+        share = 1.0 if regime == "raw" else raw_share
+        which = torch.rand((kept.numel(), 1), generator=gen) < share
+        finite_codes = torch.tensor([c for c in range(256) if c not in pt.nan_codes],
+                                    dtype=torch.uint8)
+        drawn = finite_codes[torch.randint(0, len(finite_codes), codes.shape, generator=gen)]
+        special = special_codes(pt)
+        pick = special[torch.randint(0, len(special), codes.shape, generator=gen)]
+        drawn = torch.where(torch.rand(codes.shape, generator=gen) < 0.5, pick, drawn)
+        # the precondition of the raw regime: no value past the case's magnitudes
+        too_big = pt.values(drawn).abs() * scale > cap
+        drawn = torch.where(too_big, torch.zeros((), dtype=torch.uint8), drawn)
+        codes = torch.where(which, drawn, codes)
+    out = torch.empty((n * block, D), dtype=torch.uint8)
+    out[kept] = codes
+    unread = torch.nonzero(~keep.reshape(-1)).flatten()
+    out[unread] = formats.poison_codes(pt, unread.numel(), D, gen)
+    return out.reshape(n, block, D).view(pt.dtype), torch.tensor([scale], dtype=torch.float32)
+
+
 def as_format(inputs, name: str):
     """`inputs` (either convention) with both bf16 pools stored in format `name`, every row
     quantised as a cache writer does with power-of-two scales (`quantise`): exact for
     values that an e4m3 code times a power of two holds, as hand-built calls' are."""
+    pt = formats.per_tensor(name)
+    if pt is not None:
+        out = {}
+        for p in ("ori_kv", "cmp_kv"):
+            pool = getattr(inputs, p)
+            keep = torch.ones(pool.shape[:2], dtype=torch.bool)
+            out[p], out[f"{p}_scale"] = encode_per_tensor(
+                pt, pool, keep, "quantised", True, 0.0, 0.0, torch.Generator())
+        return inputs.replace(**out)
     fmt = formats.get(name)
     if fmt is None:
         return inputs
@@ -177,15 +272,16 @@ def magnitude_cap(*pools: torch.Tensor) -> float:
 def in_format(draw, case, name: str):
     """`case` (a v1 or v2 `Case` whose q has the format's D) with both pools re-drawn as
     bytes in format `name`, the reads as drawn; `case.kv_format` names the format."""
-    fmt = formats.get(name)
-    if fmt is None:
+    fmt, pt = formats.get(name), formats.per_tensor(name)
+    if fmt is None and pt is None:
         return case
     inputs = case.inputs
-    if inputs.D != fmt.D:
+    if fmt is not None and inputs.D != fmt.D:
         raise ValueError(f"in_format: expected a case with D={fmt.D} for {name}, got "
                          f"D={inputs.D}")
     regime = draw(st.sampled_from(REGIMES), label="fp8 regime")
-    power_of_two = fmt.scale == "ue8m0" or draw(st.booleans(), label="power-of-two scales")
+    power_of_two = (fmt is not None and fmt.scale == "ue8m0") or draw(
+        st.booleans(), label="power-of-two scales")
     raw_share = draw(st.sampled_from((0.05, 0.25, 0.5)), label="raw share")
     seed = draw(st.integers(0, 2**32 - 1), label="fp8 seed")
     if case.values == "extreme":
@@ -199,11 +295,24 @@ def in_format(draw, case, name: str):
     gen = torch.Generator().manual_seed(seed)
     keep_ori, keep_cmp = front_end(inputs.CONVENTION).addressed_rows(inputs)
     cap = magnitude_cap(inputs.ori_kv, inputs.cmp_kv)
+    if pt is not None:
+        shared = getattr(case.config, "pool_scales", None) or (None, None)
+        ori, ori_s = encode_per_tensor(pt, inputs.ori_kv, keep_ori, regime, power_of_two,
+                                       raw_share, cap, gen, shared[0])
+        cmp, cmp_s = encode_per_tensor(pt, inputs.cmp_kv, keep_cmp, regime, power_of_two,
+                                       raw_share, cap, gen, shared[1])
+        new = inputs.replace(ori_kv=ori, cmp_kv=cmp, ori_kv_scale=ori_s, cmp_kv_scale=cmp_s)
+        config = case.config
+        if hasattr(config, "pool_scales"):
+            config = dataclasses.replace(config, pool_scales=(float(ori_s), float(cmp_s)))
+        return dataclasses.replace(case, inputs=new, config=config, kv_format=name,
+                                   fp8_regime=regime)
     ori = encode_pool(fmt, inputs.ori_kv, keep_ori, regime, power_of_two, raw_share, cap, gen)
     cmp = encode_pool(fmt, inputs.cmp_kv, keep_cmp, regime, power_of_two, raw_share, cap, gen)
     new = inputs.replace(ori_kv=ori, cmp_kv=cmp)
     return dataclasses.replace(case, inputs=new, kv_format=name, fp8_regime=regime)
 
 
-__all__ = ["REGIMES", "SPECIAL_CODES", "as_format", "encode_pool", "in_format", "magnitude_cap", "quantise",
-           "raw_groups"]
+__all__ = ["REGIMES", "SPECIAL_CODES", "as_format", "encode_per_tensor", "encode_pool", "in_format",
+           "magnitude_cap", "per_tensor_scale", "quantise", "quantise_codes", "raw_groups",
+           "special_codes"]

@@ -134,12 +134,42 @@ def test_a_finite_sentinel_is_named_with_its_value():
 
 
 def test_every_declared_bug_class_is_a_hypothesis_of_the_catalogue():
+    from sparse_attn_conformance.attention import lse_counterfactuals as lse
     from sparse_attn_conformance.conformance.v1 import counterfactuals as v1
     from sparse_attn_conformance.conformance.v2 import counterfactuals as v2
     from sparse_attn_conformance.kernels import registry
 
-    names = {h.name for h in cf.CATALOGUE} | set(v1.NAMES) | set(v2.NAMES)
+    names = {h.name for h in cf.CATALOGUE} | set(v1.NAMES) | set(v2.NAMES) | set(lse.NAMES)
     declared = {n: registry.kernel_under_test(n).bug_class
                 for n in registry.builtin_names(faulty=True, torch=True)}
     assert {c for c in declared.values() if c is not None} <= names
-    assert sum(c is not None for c in declared.values()) >= 15
+    assert sum(c is not None for c in declared.values()) >= 42
+    # each convention's classes on its own kernels only; the LSE's on the LSE kernels
+    for n, c in declared.items():
+        if c in set(v1.NAMES) - set(v2.NAMES):
+            assert registry.kernel_under_test(n).convention == "v1", n
+        if c in set(v2.NAMES) - set(v1.NAMES):
+            assert registry.kernel_under_test(n).convention == "v2", n
+        if c in lse.NAMES:
+            assert registry.kernel_under_test(n).lse is not None, n
+
+
+def test_a_bf16_value_accumulator_is_named_and_the_correct_output_is_not():
+    """200 live rows of values in [1, 2) and equal weights: a bf16 accumulator stops
+    growing by each row's exact product (its ulp reaches 1 at 256) and the output drifts
+    past the tolerance; the reference's own output has nothing to explain."""
+    g = torch.Generator().manual_seed(0)
+    L = 200
+    att = Attended(q=torch.zeros(1, 2, 4).bfloat16(),
+                   rows=(1 + torch.rand(1, L, 4, generator=g)).bfloat16(),
+                   live=torch.ones(1, L, dtype=torch.bool), attn_sink=torch.tensor([0.0, -1.0]),
+                   softmax_scale=0.5, token_dims=("t",))
+    acc = torch.zeros(2, 4, dtype=torch.float64)
+    for j in range(L):  # the mistake by hand: round the running sum after every row
+        acc = (acc + att.rows[0, j].double()).bfloat16().double()
+    actual = (acc / (L + torch.exp(att.attn_sink.double()))[:, None])[None]
+    found = diagnosis_of(att, actual)
+    top = found.as_dict()["hypotheses"][0]
+    assert top["hypothesis"] == "low-precision" and top["rank"] == 1, found.text()
+    assert top["variants"] == ["the value accumulator in bf16"]
+    assert diagnosis_of(att, golden(att)).failing == 0

@@ -216,6 +216,13 @@ def bf16_pool(D: int, n=2, block=2) -> torch.Tensor:
     return torch.zeros(n, block, D, dtype=torch.bfloat16)
 
 
+def fp8_pool(D: int, dtype=torch.float8_e4m3fn, n=2, block=2) -> torch.Tensor:
+    return torch.zeros(n, block, D, dtype=dtype)
+
+
+SCALES = {"ori_kv_scale": torch.tensor([0.5]), "cmp_kv_scale": torch.tensor([2.0])}
+
+
 def test_byte_pools_of_each_format_validate():
     for name, fmt in FORMATS.items():
         i = v1.validate(**v1_kwargs(fmt.D, byte_pool(fmt.row_bytes), byte_pool(fmt.row_bytes)))
@@ -243,12 +250,21 @@ ERRORS = [
     ("cmp_kv in another fp8 format", 576, byte_pool(656), byte_pool(584),
      r"cmp_kv: expected a pool whose key has q's D=576 dims; .* fp8_ds_v4"),
     ("float16 pool", 8, torch.zeros(2, 2, 8, dtype=torch.float16), bf16_pool(8),
-     r"ori_kv: expected dtype torch.bfloat16 \(format bf16\) or torch.uint8 \(bytes of "
-     r"fp8_ds_mla, fp8_ds_v4\), got torch.float16"),
+     r"ori_kv: expected dtype torch.bfloat16 \(format bf16\), torch.uint8 \(bytes of "
+     r"fp8_ds_mla, fp8_ds_v4\) or torch.float8_e4m3fn \(fp8_e4m3\), torch.float8_e4m3fnuz "
+     r"\(fp8_e4m3fnuz\), got torch.float16"),
     ("float16 cmp pool", 8, bf16_pool(8), torch.zeros(2, 2, 8, dtype=torch.float16),
      r"cmp_kv: expected dtype torch.bfloat16 .* got torch.float16"),
     ("int8 pool", 576, torch.zeros(2, 2, 656, dtype=torch.int8), byte_pool(656),
      r"ori_kv: expected dtype .* got torch.int8"),
+    ("bf16 rows of another D", 8, bf16_pool(9), bf16_pool(9),
+     r"ori_kv: expected shape \[N, BLOCK, D=8\] \(format bf16: D values a row\), got shape "
+     r"\(2, 2, 9\)"),
+    ("fp8 rows of another D", 8, fp8_pool(8), fp8_pool(7),
+     r"cmp_kv: expected shape \[N, BLOCK, D=8\] \(format fp8_e4m3: .* got shape \(2, 2, 7\)"),
+    ("cmp_kv of the other per-tensor dtype", 8, fp8_pool(8),
+     fp8_pool(8, torch.float8_e4m3fnuz),
+     r"cmp_kv: expected the cache format of ori_kv \(fp8_e4m3\), got format fp8_e4m3fnuz"),
 ]
 
 
@@ -256,8 +272,9 @@ ERRORS = [
 @pytest.mark.parametrize("what, D, ori, cmp, message", ERRORS, ids=[e[0] for e in ERRORS])
 def test_pool_errors_are_named(convention, what, D, ori, cmp, message):
     make, front = (v1_kwargs, v1) if convention == "v1" else (v2_kwargs, v2)
+    scales = SCALES if formats.of_pool(ori) in formats.PER_TENSOR else {}
     with pytest.raises(ContractError, match=message) as info:
-        front.validate(**make(D, ori, cmp))
+        front.validate(**make(D, ori, cmp), **scales)
     # the argument, what was expected, then what came (the pattern names the value got)
     name = message.split(":")[0].replace("\\", "")
     assert str(info.value).startswith(f"{name}: expected "), str(info.value)

@@ -8,7 +8,8 @@ addresses as the contract gives them (`contracts.v2.live_lanes`, an ignored lane
 through a safe address and its row zeroed with `where`), each lane's record read from the
 byte pool (fp8_ds_v4 split by block, `contracts.formats.read_rows`), the record
 dequantised by this module's own decoder (`dequantise`: e4m3fn codes times their group's
-scale, the RoPE tail as bf16), then the contract's formula (`attend`, as
+scale, the RoPE tail as bf16; a per-tensor pool's codes times its scale argument:
+`dequantise_per_tensor`), then the contract's formula (`attend`, as
 `attention.reference.attend`: logits from the key, a max-subtracted softmax with the sink
 in the denominator only, the value product, exactly 0 for an empty token) in float32.
 
@@ -25,6 +26,8 @@ from sparse_attn_conformance.contracts.formats import UE8M0_BIAS, UE8M0_NAN_CODE
 from sparse_attn_conformance.contracts.v2 import Inputs, live_lanes, validate
 
 MLA, V4 = "fp8_ds_mla", "fp8_ds_v4"
+#: the per-tensor formats: FP8 pools, one float32 scale each (`ori_kv_scale`, `cmp_kv_scale`)
+E4M3, FNUZ = "fp8_e4m3", "fp8_e4m3fnuz"
 
 #: bug -> (the formats it applies to, what it does and what exposes it)
 BUGS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -90,6 +93,27 @@ BUGS: dict[str, tuple[tuple[str, ...], str]] = {
         "an fp8_ds_v4 pool read row-interleaved (token t's 584 bytes at t * 584 of its "
         "block, data then scales) instead of split by block. Exposed by a live row other "
         "than row 0 of its block, or any live row's scales."),
+    "pt-scale-ignored": (
+        (E4M3, FNUZ),
+        "a per-tensor pool's codes used without its scale argument. Exposed by any scale "
+        "other than 1 with a non-zero row."),
+    "pt-scales-swapped": (
+        (E4M3, FNUZ),
+        "each pool's codes multiplied by the other pool's scale (`ori_kv` by `cmp_kv_scale`). "
+        "Exposed by pools of different scales, either pool read."),
+    "pt-scale-reciprocal": (
+        (E4M3, FNUZ),
+        "a per-tensor pool's codes divided by its scale (an inverse-scale convention) "
+        "instead of multiplied. Exposed by any scale other than 1 with a non-zero row."),
+    "pt-key-unscaled": (
+        (E4M3, FNUZ),
+        "the logits computed from a per-tensor pool's unscaled codes, the scale multiplied "
+        "into the value product only. Exposed by a scale other than 1 with a non-zero "
+        "query."),
+    "fnuz-read-as-fn": (
+        (FNUZ,),
+        "float8_e4m3fnuz codes read as float8_e4m3fn (exponent bias 7): every value doubled, "
+        "+-240 (0x7F, 0xFF) NaN. Exposed by any non-zero code."),
 }
 
 
@@ -145,6 +169,18 @@ def dequantise(fmt: Format, recs: torch.Tensor, bug: str | None = None
     value = torch.cat([nope, rope], dim=-1)[..., :fmt.d_v]
     key_nope = codes if bug == "scale-after-softmax" else nope
     return torch.cat([key_nope, rope], dim=-1), value
+
+
+def dequantise_per_tensor(pool: torch.Tensor, rows: torch.Tensor, scale: float,
+                          bug: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `[..., D]` of per-tensor FP8 pool `pool`'s dtype as float32 keys and values:
+    each code's value times `scale` (one rounding, as the reference's fp32 pipeline)."""
+    dtype = torch.float8_e4m3fn if bug == "fnuz-read-as-fn" else pool.dtype
+    codes = rows.view(torch.uint8)
+    v = torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(dtype).double()
+    s = {"pt-scale-ignored": 1.0, "pt-scale-reciprocal": 1.0 / scale}.get(bug, scale)
+    value = (v * s).float()
+    return (v.float() if bug == "pt-key-unscaled" else value), value
 
 
 def read_records(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor,
@@ -210,7 +246,8 @@ class Fp8DequantV2:
 
     convention = "v2"
 
-    def __init__(self, bug: str | None = None, kv_format: str | tuple[str, ...] = (MLA, V4)):
+    def __init__(self, bug: str | None = None,
+                 kv_format: str | tuple[str, ...] = (MLA, V4, E4M3, FNUZ)):
         if bug is not None and bug not in BUGS:
             raise ValueError(f"Fp8DequantV2: expected a bug among {sorted(BUGS)}, got {bug!r}")
         self.bug = bug
@@ -219,20 +256,26 @@ class Fp8DequantV2:
     def __repr__(self) -> str:
         return f"Fp8DequantV2(bug={self.bug!r}, kv_format={self.kv_format!r})"
 
-    def rows(self, pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (float32) of the lanes reading `pool[block, row]`."""
+    def rows(self, pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor,
+             scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (float32) of the lanes reading `pool[block, row]` (`scale`: a
+        per-tensor FP8 pool's)."""
         if pool.dtype == torch.bfloat16:  # a bf16 pool: its rows as stored
             rows = pool[block, row].float()
             return rows, rows
+        if scale is not None:
+            return dequantise_per_tensor(pool, pool[block, row], float(scale[0]), self.bug)
         fmt = formats.FORMATS[formats.of_pool(pool)]
         return dequantise(fmt, read_records(pool, block, row, self.bug), self.bug)
 
     def __call__(self, **kw) -> torch.Tensor:
         inputs = validate(**kw)
         (wb, wr), (cb, cr), live_w, live_c = lane_addresses(inputs, self.bug)
-        wk, wv = self.rows(inputs.ori_kv, wb, wr)
-        ck, cv = self.rows(inputs.cmp_kv, cb, cr)
+        ori_s, cmp_s = inputs.ori_kv_scale, inputs.cmp_kv_scale
+        if self.bug == "pt-scales-swapped":
+            ori_s, cmp_s = cmp_s, ori_s
+        wk, wv = self.rows(inputs.ori_kv, wb, wr, ori_s)
+        ck, cv = self.rows(inputs.cmp_kv, cb, cr, cmp_s)
         key, value = torch.cat([wk, ck], dim=1), torch.cat([wv, cv], dim=1)
         live = torch.cat([live_w, live_c], dim=1)
         if self.bug == "masked-multiply":
@@ -252,5 +295,5 @@ sparse_attn = Fp8DequantV2()
 MUTANTS_FP8 = {bug: Fp8DequantV2(bug, fmts[0] if len(fmts) == 1 else fmts)
                for bug, (fmts, _) in BUGS.items()}
 
-__all__ = ["BUGS", "MUTANTS_FP8", "Fp8DequantV2", "attend", "dequantise", "e4m3_values",
-           "group_scales", "lane_addresses", "read_records", "sparse_attn"]
+__all__ = ["BUGS", "MUTANTS_FP8", "Fp8DequantV2", "attend", "dequantise", "dequantise_per_tensor",
+           "e4m3_values", "group_scales", "lane_addresses", "read_records", "sparse_attn"]

@@ -20,8 +20,9 @@ from sparse_attn_conformance.kernels.interface import LSE
 from sparse_attn_conformance.kernels.torch.reference import _contiguous, with_lse
 
 
-def _kernel(convention: str, decl: LSE, body):
-    """A kernel of `convention` declaring `decl` whose `(o, lse)` is `body(att, decl)`."""
+def _kernel(convention: str, decl: LSE, body, bug_class: str):
+    """A kernel of `convention` declaring `decl` whose `(o, lse)` is `body(att, decl)`;
+    `bug_class`: the hypothesis of attention/lse_counterfactuals.py that names its bug."""
     front = v2 if convention == "v2" else v1
 
     def sparse_attn(**kw):
@@ -29,6 +30,7 @@ def _kernel(convention: str, decl: LSE, body):
 
     sparse_attn.convention = convention
     sparse_attn.lse = decl
+    sparse_attn.bug_class = bug_class
     sparse_attn.__doc__ = body.__doc__
     return sparse_attn
 
@@ -85,10 +87,14 @@ def unscaled_logits(att: Attended, decl: LSE):
 #: short name -> kernel; registered as `mutant-lse-<name>` (kernels/registry.py). Each
 #: declares what its correct counterpart does; the bug is in what it returns.
 MUTANTS_LSE = {
-    "log2-declared-natural": _kernel("v1", LSE(base="e", with_sink=True), log2_declared_natural),
-    "sink-added": _kernel("v2", LSE(base="e", with_sink=False, empty=math.inf), sink_added),
+    "log2-declared-natural": _kernel("v1", LSE(base="e", with_sink=True), log2_declared_natural,
+                                     "lse-base"),
+    "sink-added": _kernel("v2", LSE(base="e", with_sink=False, empty=math.inf), sink_added,
+                          "lse-sink"),
     "empty-minus-inf": _kernel("v2", LSE(base="e", with_sink=False, empty=math.inf),
-                               empty_minus_inf),
-    "no-max-shift": _kernel("v1", LSE(base="2", with_sink=True), no_max_shift),
-    "unscaled-logits": _kernel("v2", LSE(base="e", with_sink=False), unscaled_logits),
+                               empty_minus_inf, "lse-empty"),
+    "no-max-shift": _kernel("v1", LSE(base="2", with_sink=True), no_max_shift,
+                            "lse-no-max-shift"),
+    "unscaled-logits": _kernel("v2", LSE(base="e", with_sink=False), unscaled_logits,
+                               "lse-scale"),
 }

@@ -73,6 +73,8 @@ class CmpValidUnclamped(TiledKernel):
 class PadNotSkipped(TiledKernel):
     """`-1` is not skipped: it passes the window test and wraps to the table's last block."""
 
+    bug_class = "ignored-lane-admitted"  # conformance.v1.counterfactuals names it
+
     def classify(self, e, window_valid, cmp_valid, win):
         live_window, live_cmp = super().classify(e, window_valid, cmp_valid, win)
         return live_window | ((e == -1) & (window_valid[..., None] > 0)), live_cmp
@@ -185,6 +187,8 @@ class GatherBeforeMask(TiledKernel):
 class PadAsSlotZero(TiledKernel):
     """`-1` is read as window slot 0."""
 
+    bug_class = "ignored-lane-admitted"  # conformance.v1.counterfactuals names it
+
     def classify(self, e, window_valid, cmp_valid, win):
         return super().classify(torch.where(e == -1, 0, e), window_valid, cmp_valid, win)
 
@@ -247,6 +251,8 @@ class BlockTablesSwapped(TiledKernel):
 class Batch0Length(TiledKernel):
     """Batch 0's `seqused_kv` is used for every batch."""
 
+    bug_class = "length-derivation"  # conformance.v1.counterfactuals names it
+
     def seq_used(self, seqused, B, S):
         return super().seq_used(seqused[:1].expand(B), B, S)
 
@@ -296,11 +302,16 @@ class SanitisesIndicesInPlace(TiledKernel):
 
 
 class NondeterministicTileOrder(TiledKernel):
-    """Key tiles are merged in whatever order they finish (here: a fresh random order each
-    call), so repeated calls differ in their last bits."""
+    """Key tiles are merged in whatever order they finish (here: rotated by one more tile
+    each call), so repeated calls differ in their last bits. A rotation, not a random order:
+    two consecutive calls always merge in different orders once there are two tiles, so the
+    kill does not hang on the process's random state."""
+
+    _calls = 0
 
     def run(self, inputs, dev):
-        self._order = torch.randperm(-(-inputs.TOPK // self.tile))
+        self._calls += 1
+        self._order = torch.arange(-(-inputs.TOPK // self.tile)).roll(self._calls)
         return super().run(inputs, dev)
 
     def pad_row(self, e):
@@ -371,6 +382,8 @@ class BatchGridWrap(TiledKernel):
     `pid` before the loop, so batch `b >= 96` uses batch `b % 96`'s (its queries and index rows
     are its own). Threshold: B = 97."""
 
+    bug_class = "other-batch-table"  # conformance.v1.counterfactuals names it
+
     grid = 96
 
     def run(self, inputs, dev):
@@ -396,6 +409,8 @@ class Int16Index(TiledKernel):
     negative number (ignored) below 65536, as a smaller slot above. Threshold: a live entry
     `e >= 32768` (window slot or `WIN + compressed slot`)."""
 
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
+
     def load_row(self, inputs, dev):
         return super().load_row(inputs, dev).to(torch.int16).to(torch.int64)
 
@@ -404,6 +419,8 @@ class Uint16Slot(TiledKernel):
     """The compressed slot `e - WIN` is kept in a uint16: slot `c >= 65536` reads slot
     `c & 0xFFFF` (through the block table, as any slot). Threshold: a live compressed slot
     `c >= 65536`, i.e. `cmp_valid > 65536`."""
+
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
 
     def cmp_slot(self, e, win):
         return (e - win) & 0xFFFF
@@ -578,6 +595,8 @@ class Int32LengthOverflow(TiledKernel):
     and attends nothing. Threshold: `seqused_kv[b] >= INT32_MAX - s` (lengths within S of
     int32's edge)."""
 
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
+
     def seq_used(self, seqused, B, S):
         s = torch.arange(S, device=seqused.device)
         return wrap_int32(seqused[:, None] + 1 + s[None, :]) - S
@@ -588,6 +607,8 @@ class Fp32Slot(TiledKernel):
     unit without integer subtraction does): exact below 2^24, above it `e` rounds to a
     multiple of 2, 4, ... 256 and the slot reads another row. Threshold: a live compressed
     entry `e > 2^24` that fp32 does not represent."""
+
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
 
     def cmp_slot(self, e, win):
         return (e.to(torch.float32) - win).to(torch.int64)
@@ -624,6 +645,8 @@ class Column12Bit(TiledKernel):
     `j >= 4096` reads column `j & 0xFFF` (another logical block). Threshold: a live slot in
     column 4096 or later (`cmp_valid > 4096 * BLOCK`)."""
 
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
+
     def physical_block(self, table, slot, block):
         col = ((slot // block) & 0xFFF).clamp(0, table.shape[1] - 1)
         return torch.gather(table, 1, col.reshape(table.shape[0], -1)).reshape(slot.shape)
@@ -633,6 +656,8 @@ class BlockId16(TiledKernel):
     """Compressed block ids are kept in 16 bits: block `n >= 65536` reads block
     `n & 0xFFFF`. Threshold: a live compressed slot in a block with id >= 65536 (a pool of
     more than 2^16 blocks)."""
+
+    bug_class = "integer-edge"  # conformance.v1.counterfactuals names it
 
     def cmp_table(self, inputs, dev):
         return inputs.cmp_block_table.to(dev, torch.int64) & 0xFFFF

@@ -221,6 +221,8 @@ class CutFp32(TiledKernelV2):
     cut is read, or one just below it dropped. Exposed by positions near and past 2^24
     with a compressed id at or beside the cut."""
 
+    bug_class = "integer-edge"  # conformance.v2.counterfactuals names it
+
     def cmp_bound(self, pos, ratio):
         if ratio is None:
             return super().cmp_bound(pos, ratio)
@@ -236,6 +238,8 @@ class CutInt32Overflow(TiledKernelV2):
     cut, so the token attends no compressed slot. Exposed by a token at position INT32_MAX
     with a live compressed id."""
 
+    bug_class = "integer-edge"  # conformance.v2.counterfactuals names it
+
     def cmp_bound(self, pos, ratio):
         if ratio is None:
             return super().cmp_bound(pos, ratio)
@@ -247,6 +251,8 @@ class CmpColumn12Bit(TiledKernelV2):
     column field, issue #19): column `j >= 4096` reads column `j & 0xFFF`, another page.
     Exposed by a live compressed slot in column 4096 or later."""
 
+    bug_class = "integer-edge"  # conformance.v2.counterfactuals names it
+
     def cmp_block(self, inputs, table, b, slot):
         col = ((slot // inputs.BLOCK) & 0xFFF).clamp(0, table.shape[1] - 1)
         return table[b[:, None].expand_as(col), col]
@@ -257,6 +263,8 @@ class CmpBlockId16(TiledKernelV2):
     `n >= 65536` reads block `n & 0xFFFF`. Exposed by a live compressed slot in a block with
     id 65536 or more (a pool of more than 2^16 blocks)."""
 
+    bug_class = "integer-edge"  # conformance.v2.counterfactuals names it
+
     def cmp_block(self, inputs, table, b, slot):
         return super().cmp_block(inputs, table, b, slot) & 0xFFFF
 
@@ -265,6 +273,8 @@ class WindowRow16Bit(TiledKernelV2):
     """A window lane's flat `ori_kv` row kept in 16 bits (class: narrow index field, issue
     #19; a uint16 gather offset): row `w >= 65536` reads row `w & 0xFFFF`. Exposed by a live
     window lane naming a row past 2^16 (a pool of more than 2^16 rows)."""
+
+    bug_class = "integer-edge"  # conformance.v2.counterfactuals names it
 
     def window_address(self, w, pos, inputs):
         return w & 0xFFFF
