@@ -56,6 +56,10 @@ def compatible(a: Inputs, b: Inputs) -> str | None:
             return f"{name}.dtype differs"
     if a.attn_sink.shape != b.attn_sink.shape or _bits(a.attn_sink) != _bits(b.attn_sink):
         return "attn_sink differs (it is shared by every token of a call)"
+    for name in ("ori_kv_scale", "cmp_kv_scale"):  # a per-tensor FP8 pool's one scale
+        sa, sb = getattr(a, name), getattr(b, name)
+        if (sa is None) != (sb is None) or (sa is not None and _bits(sa) != _bits(sb)):
+            return f"{name} differs (one scale for each pool of a call)"
     return None
 
 

@@ -6,13 +6,14 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from sparse_attn_conformance.conformance import harness, packing
 from sparse_attn_conformance.contracts.v1 import Preconditions
 from sparse_attn_conformance.kernels.interface import KernelUnderTest
 from sparse_attn_conformance.kernels.torch import reference
+from sparse_attn_conformance.strategies.formats import as_format
 from sparse_attn_conformance.strategies.v1.cases import cases
 
 SMALL = Preconditions(dims={"H": (2,), "D": (8,), "WIN": (4,), "BLOCK": (2,), "S": (1, 2),
@@ -58,6 +59,27 @@ def test_parts_that_cannot_share_a_call_are_refused_and_grouped_apart(case):
         packing.pack([a, other_scale])
     assert packing.groups([a, other_scale, other_scale], max_batch=64) == [[0], [1, 2]]
     assert packing.groups([a, a, a], max_batch=2 * a.B) == [[0, 1], [2]]
+
+
+def test_per_tensor_fp8_parts_share_a_call_only_with_the_same_scales():
+    parts = [as_format(p, "fp8_e4m3") for p in _two_parts()]
+    same = parts[1].replace(ori_kv_scale=parts[0].ori_kv_scale,
+                            cmp_kv_scale=parts[0].cmp_kv_scale)
+    assert packing.compatible(parts[0], same) is None
+    other = same.replace(cmp_kv_scale=same.cmp_kv_scale * 2)
+    assert packing.compatible(parts[0], other) == ("cmp_kv_scale differs (one scale for each "
+                                                   "pool of a call)")
+    assert packing.compatible(parts[0], _two_parts()[1]).startswith("ori_kv.dtype differs")
+    packed = packing.pack([parts[0], same])
+    out = reference.sparse_attn(**packed.inputs.kwargs())
+    for p, piece in zip([parts[0], same], packed.split(out), strict=True):
+        torch.testing.assert_close(piece, reference.sparse_attn(**p.kwargs()), rtol=0, atol=0)
+
+
+def _two_parts():
+    first = find(cases(SMALL), lambda c: True)
+    second = find(cases(SMALL, config=first.config), lambda c: True)
+    return [first.inputs, second.inputs.replace(attn_sink=first.inputs.attn_sink)]
 
 
 @settings(max_examples=5, deadline=None)
