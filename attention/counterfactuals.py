@@ -138,16 +138,21 @@ def _sink_scaled(att):
         yield label, _out(replace(att, attn_sink=sink.float()))
 
 
+def _shifted(att: Attended):
+    """`(p, m, empty, v)` in float64: the max-shifted probabilities of the live lanes
+    `[..., H, L]`, the shift `m` (0 for an empty token), the empty tokens, the values."""
+    z = _masked_logits(att)
+    empty = ~att.live.any(dim=-1)
+    m = torch.where(empty[..., None, None], 0.0, z.amax(-1, keepdim=True))
+    p = torch.where(att.live.unsqueeze(-2), torch.exp(z - m), 0.0)
+    kv = att.rows.double()
+    return p, m, empty, (kv if att.d_v is None else kv[..., :att.d_v])
+
+
 def _sink_unshifted(att):
     # the sink term taken as exp(sink), not exp(sink - m): only the logits are shifted
-    kv = att.rows.double()
-    z = _masked_logits(att)
-    m = z.amax(-1, keepdim=True)
-    empty = ~att.live.any(dim=-1)
-    m = torch.where(empty[..., None, None], 0.0, m)
-    p = torch.where(att.live.unsqueeze(-2), torch.exp(z - m), 0.0)
+    p, m, empty, v = _shifted(att)
     den = p.sum(-1, keepdim=True) + torch.exp(att.attn_sink.double())[:, None]
-    v = kv if att.d_v is None else kv[..., :att.d_v]
     o = torch.einsum("...ht,...td->...hd", p, v) / den
     yield "exp(sink) beside exp(z - m)", torch.where(empty[..., None, None], 0.0, o)
 
@@ -226,14 +231,8 @@ def _zero_rows_admitted(att):
 def _bf16_accumulator(att: Attended) -> torch.Tensor:
     """The output with the value accumulator `sum_j p_j v_j` rounded to bf16 after every
     lane's product is added (lanes in order), the rest in float64."""
-    kv = att.rows.double()
-    z = _masked_logits(att)
-    m = z.amax(-1, keepdim=True)
-    empty = ~att.live.any(dim=-1)
-    m = torch.where(empty[..., None, None], 0.0, m)
-    p = torch.where(att.live.unsqueeze(-2), torch.exp(z - m), 0.0)
+    p, m, empty, v = _shifted(att)
     den = p.sum(-1, keepdim=True) + torch.exp(att.attn_sink.double()[:, None] - m)
-    v = kv if att.d_v is None else kv[..., :att.d_v]
     acc = torch.zeros(*p.shape[:-1], v.shape[-1], dtype=torch.float64)
     for j in range(p.shape[-1]):
         if bool(att.live[..., j].any()):
@@ -489,20 +488,32 @@ def diagnose(att: Attended, actual: torch.Tensor, tol: torch.Tensor,
     fail = fail_all[tokens]
     n_seen = int(fail.sum())
 
+    def outputs_of(hyp: Hypothesis):
+        if not hyp.whole:
+            return hyp.variants(sub)
+        on_tokens = ((label, _on_tokens(out, sub, tokens, gold_all.shape))
+                     for label, out in hyp.variants(att))
+        return ((label, out) for label, out in on_tokens if out is not None)
+
+    return run_catalogue(diagnosis, catalogue, outputs_of,
+                         (actual, gold, tol, fail, n_fail, _ratio, _slack), start, budget,
+                         n_seen)
+
+
+def run_catalogue(diagnosis: Diagnosis, hypotheses, outputs_of, scoring: tuple,
+                  start: float, budget: float, seen: int) -> Diagnosis:
+    """Score each hypothesis' variants (`outputs_of(hyp)`) with `score(hyp, outputs,
+    *scoring, ...)` until `budget` seconds past `start` are spent (then `cut_short`), and
+    rank the explanations into `diagnosis`, which has seen `seen` failing rows."""
     def late() -> bool:
         return time.perf_counter() - start > budget
 
-    for hyp in catalogue:
-        if time.perf_counter() - start > budget:
+    for hyp in hypotheses:
+        if late():
             diagnosis.cut_short = True
             break
-        outputs = ((label, out) for label, out in (
-            (label, _on_tokens(out, sub, tokens, gold_all.shape))
-            for label, out in hyp.variants(att)) if out is not None) \
-            if hyp.whole else hyp.variants(sub)
-        diagnosis.explanations.append(score(hyp, outputs, actual, gold, tol, fail, n_fail,
-                                            _ratio, _slack, late, diagnosis))
-    diagnosis.seen = n_seen
+        diagnosis.explanations.append(score(hyp, outputs_of(hyp), *scoring, late, diagnosis))
+    diagnosis.seen = seen
     diagnosis.seconds = time.perf_counter() - start
     diagnosis.explanations.sort(key=lambda e: (not e.explains, -e.explained, e.tightness))
     return diagnosis

@@ -26,7 +26,7 @@ from sparse_attn_conformance.attention.counterfactuals import (
     SENTINELS,
     Diagnosis,
     Hypothesis,
-    score,
+    run_catalogue,
 )
 from sparse_attn_conformance.contracts.lse import LSE
 
@@ -131,18 +131,8 @@ def diagnose(att: Attended, actual: torch.Tensor, decl: LSE,
         return diagnosis
     want, got, tol = want.reshape(-1, H), got.reshape(-1, H), tol.reshape(-1, H)
 
-    def late() -> bool:
-        return time.perf_counter() - start > budget
+    def outputs_of(hyp) -> Iterator:
+        return ((label, out.double().reshape(-1, H)) for label, out in hyp.variants(att))
 
-    for hyp in hypotheses(decl):
-        if late():
-            diagnosis.cut_short = True
-            break
-        outputs: Iterator = ((label, out.double().reshape(-1, H))
-                             for label, out in hyp.variants(att))
-        diagnosis.explanations.append(score(hyp, outputs, got, want, tol, fail, n_fail,
-                                            _ratio, _slack, late, diagnosis))
-    diagnosis.seen = n_fail
-    diagnosis.seconds = time.perf_counter() - start
-    diagnosis.explanations.sort(key=lambda e: (not e.explains, -e.explained, e.tightness))
-    return diagnosis
+    return run_catalogue(diagnosis, hypotheses(decl), outputs_of,
+                         (got, want, tol, fail, n_fail, _ratio, _slack), start, budget, n_fail)
