@@ -47,9 +47,9 @@ def _value(x: float) -> str:
 def _tensor(t: torch.Tensor) -> str:
     t = t.detach().cpu()
     head = f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}"
-    if t.dim() == 3 and t.dtype == torch.uint8:
+    if t.dim() == 3 and t.element_size() == 1:
         name = formats.of_pool(t)
-        if name != "unknown":
+        if name in formats.FORMATS:
             return f"{head} ({name} rows; values as the reference decodes them)"
     flat = t.reshape(-1)
     if flat.numel() == 0:

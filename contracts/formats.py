@@ -13,6 +13,8 @@ separates them.
 | bf16 | 2 D | any | D | D bf16 |
 | fp8_ds_mla | 656 | 576 | 512 | 512 e4m3fn, 4 float32 scales (one per 128), 64 bf16 RoPE |
 | fp8_ds_v4 | 584 | 512 | 512 | 448 e4m3fn, 64 bf16 RoPE; 7 UE8M0 scales (one per 64), 1 pad |
+| fp8_ds_mla_fnuz | 656 | 576 | 512 | fp8_ds_mla's layout, the codes float8_e4m3fnuz (ROCm) |
+| fp8_ds_v4_fnuz | 584 | 512 | 512 | fp8_ds_v4's layout, the codes float8_e4m3fnuz (ROCm) |
 | fp8_e4m3 | D | any | D | D float8_e4m3fn codes; one float32 scale per pool (an argument) |
 | fp8_e4m3fnuz | D | any | D | D float8_e4m3fnuz codes (ROCm); one float32 scale per pool |
 
@@ -23,6 +25,12 @@ exactly when the pools are in such a format (`SCALE_ARGUMENTS`). A row's value i
 code's value times its pool's scale (exact in float64).
 
 A row's key is NoPE then RoPE (`D` dims); its value is the first `D_v` of them.
+
+A byte pool's bytes cannot say how its codes read (the fnuz layouts have the row sizes of
+the e4m3fn ones), so its dtype says it: a pool of e4m3fn codes is `uint8`, a pool of
+e4m3fnuz codes is typed `float8_e4m3fnuz` over the same bytes (`Format.pool_dtype`; the
+scale and RoPE bytes are bytes all the same). Such a pool of 584- or 656-byte rows is a byte
+layout, so a per-tensor fp8_e4m3fnuz pool has D other than 584 and 656.
 
 fp8_ds_v4 is stored split by block, as FlashMLA (`tests/quant.py`, the sm90 kernel's scale
 pointer), sglang's SM120 kernels and vLLM's `deepseek_v4_ops/cache_utils.py` all address
@@ -36,7 +44,7 @@ contiguous. This module calls a token's 584 bytes in the order data, scales its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,6 +52,11 @@ from sparse_attn_conformance.contracts.errors import ContractError
 
 #: e4m3fn codes that are NaN (S.1111.111); every other code is a finite value.
 E4M3_NAN_CODES = (0x7F, 0xFF)
+#: How each code dtype reads: its NaN codes and the code of its largest finite value.
+CODES: dict[torch.dtype, tuple[tuple[int, ...], int]] = {
+    torch.float8_e4m3fn: (E4M3_NAN_CODES, 0x7E),
+    torch.float8_e4m3fnuz: ((0x80,), 0x7F),
+}
 #: The UE8M0 code that is NaN; every other code `e` is 2^(e - 127).
 UE8M0_NAN_CODE = 0xFF
 UE8M0_BIAS = 127
@@ -55,7 +68,9 @@ class Format:
 
     nope: how many e4m3 values (the quantised part); group: values per scale;
     scale: "f32" (float32 scales) or "ue8m0" (one byte, a power of two); rope: bf16 values
-    after the NoPE part in the key; d_v: the value's dims (the first of the key's).
+    after the NoPE part in the key; d_v: the value's dims (the first of the key's);
+    code_dtype: how the NoPE codes read (float8_e4m3fn, or float8_e4m3fnuz on ROCm).
+    Every method takes rows as bytes or as the pool's dtype, and returns bytes.
     """
 
     name: str
@@ -70,6 +85,30 @@ class Format:
     rope_at: int
     #: stored split by block (data of every token, then scales of every token)
     block_split: bool = False
+    code_dtype: torch.dtype = torch.float8_e4m3fn
+
+    @property
+    def pool_dtype(self) -> torch.dtype:
+        """The dtype of a pool in this format: uint8 for e4m3fn codes, else the codes'."""
+        return torch.uint8 if self.code_dtype == torch.float8_e4m3fn else self.code_dtype
+
+    @property
+    def nan_codes(self) -> tuple[int, ...]:
+        return CODES[self.code_dtype][0]
+
+    @property
+    def largest(self) -> int:
+        """The code of the largest finite value (448 for e4m3fn, 240 for e4m3fnuz)."""
+        return CODES[self.code_dtype][1]
+
+    @property
+    def max(self) -> float:
+        return float(torch.finfo(self.code_dtype).max)
+
+    def code_values(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float64 values of NoPE `codes` (bytes): exact."""
+        return torch.empty(codes.shape, dtype=torch.uint8).copy_(as_u8(codes)).view(
+            self.code_dtype).double()
 
     @property
     def D(self) -> int:
@@ -108,30 +147,33 @@ class Format:
 
     def scales(self, rows: torch.Tensor) -> torch.Tensor:
         """Each group's scale `[..., groups]` float64, exactly (NaN for a NaN code)."""
-        raw = self.scale_field(rows).contiguous()
+        raw = self.scale_field(as_u8(rows)).contiguous()
         if self.scale == "f32":
             return torch.empty(raw.shape, dtype=torch.uint8).copy_(raw).view(torch.float32).double()
         e = raw.to(torch.float64) - UE8M0_BIAS
         return torch.where(raw == UE8M0_NAN_CODE, float("nan"), torch.exp2(e))
 
     def rope_values(self, rows: torch.Tensor) -> torch.Tensor:
-        raw = self.rope_field(rows)
+        raw = self.rope_field(as_u8(rows))
         return torch.empty(raw.shape, dtype=torch.uint8).copy_(raw).view(torch.bfloat16).double()
 
     # -- the value of a row --------------------------------------------------------------
     def decode(self, rows: torch.Tensor) -> torch.Tensor:
         """The exact value `[..., D]` float64 of byte rows `[..., row_bytes]`: NoPE codes
         times their group's scale, then the RoPE tail."""
-        nope = e4m3(self.codes(rows))
+        nope = self.code_values(self.codes(rows))
         scale = self.scales(rows).repeat_interleave(self.group, dim=-1)
         return torch.cat([nope * scale, self.rope_values(rows)], dim=-1)
 
     def magnitudes(self, rows: torch.Tensor) -> torch.Tensor:
         """Byte rows `[..., row_bytes]` whose value is the magnitude of `rows`' value: the
         sign bit of every e4m3 code, float32 scale and bf16 RoPE value cleared (UE8M0 has
-        none); a NaN code stays NaN, an infinity stays infinite, padding is kept."""
-        out = rows.clone()
-        self.codes(out)[:] &= 0x7F
+        none); a NaN code stays NaN (e4m3fnuz's 0x80 too), an infinity stays infinite,
+        padding is kept."""
+        out = as_u8(rows).clone()
+        codes = self.codes(out)
+        nan = torch.isin(codes, torch.tensor(self.nan_codes, dtype=torch.uint8))
+        codes[:] = torch.where(nan, codes, codes & 0x7F)
         if self.scale == "f32":  # little-endian: the sign is bit 7 of each scale's 4th byte
             self.scale_field(out)[..., 3::4] &= 0x7F
         self.rope_field(out)[..., 1::2] &= 0x7F  # and of each bf16's 2nd byte
@@ -142,6 +184,7 @@ class Format:
         """Byte rows `[..., row_bytes]` from e4m3 `codes` `[..., nope]` uint8, `scales`
         `[..., groups]` (float32 values for "f32", uint8 codes for "ue8m0") and `rope`
         `[..., rope]` bf16; the padding bytes hold `pad`."""
+        codes = as_u8(codes)
         lead = codes.shape[:-1]
         out = torch.full((*lead, self.row_bytes), pad, dtype=torch.uint8)
         out[..., self.nope_at:self.nope_at + self.nope] = codes
@@ -210,24 +253,36 @@ def read_rows(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor) -> tor
 
 
 def records(pool: torch.Tensor) -> torch.Tensor:
-    """Every row of a byte pool as records `[N, BLOCK, row_bytes]` (a copy; a per-tensor
-    FP8 pool's rows as they are)."""
+    """Every row of a byte pool as records `[N, BLOCK, row_bytes]` uint8 (a copy; a
+    per-tensor FP8 pool's rows as they are)."""
     fmt = FORMATS.get(of_pool(pool))
-    if fmt is None or not fmt.block_split:
+    if fmt is None:
         return pool.clone(memory_format=torch.contiguous_format)
-    return torch.cat(_areas(pool, fmt), dim=-1)
+    if not fmt.block_split:
+        return as_u8(pool).clone(memory_format=torch.contiguous_format)
+    return as_u8(torch.cat(_areas(pool, fmt), dim=-1))
 
 
 def to_pool(name: str, recs: torch.Tensor) -> torch.Tensor:
-    """A contiguous pool `[N, BLOCK, row_bytes]` in format `name` holding records `recs`."""
+    """A contiguous pool `[N, BLOCK, row_bytes]` in format `name` (of its `pool_dtype`)
+    holding records `recs` (bytes, or of the pool's dtype)."""
     fmt = FORMATS.get(name)
-    if fmt is None or not fmt.block_split:
+    if fmt is None:
         return recs.contiguous()
-    n, size, width = recs.shape
-    data = _data_bytes(fmt)
-    flat = torch.cat([recs[..., :data].reshape(n, size * data),
-                      recs[..., data:].reshape(n, size * (width - data))], dim=1)
-    return flat.reshape(n, size, width).contiguous()
+    recs = as_u8(recs)
+    if fmt.block_split:
+        n, size, width = recs.shape
+        data = _data_bytes(fmt)
+        flat = torch.cat([recs[..., :data].reshape(n, size * data),
+                          recs[..., data:].reshape(n, size * (width - data))], dim=1)
+        recs = flat.reshape(n, size, width)
+    return recs.contiguous().view(fmt.pool_dtype)
+
+
+def as_u8(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of one-byte elements (a byte pool of any `pool_dtype`, its rows, its codes)
+    as its bytes: a view, no copy."""
+    return t if t.dtype == torch.uint8 else t.view(torch.uint8)
 
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:
@@ -244,13 +299,15 @@ def e4m3(codes: torch.Tensor) -> torch.Tensor:
 
 #: The FP8 formats by name (section 12). Offsets: FlashMLA's and vLLM's `fp8_ds_mla`
 #: (V3.2) and FlashMLA's V4 ("MODEL1") sparse layout, as the contract states them.
-FORMATS: dict[str, Format] = {
-    "fp8_ds_mla": Format("fp8_ds_mla", row_bytes=656, nope=512, group=128, scale="f32",
-                         rope=64, d_v=512, nope_at=0, scale_at=512, rope_at=528),
-    "fp8_ds_v4": Format("fp8_ds_v4", row_bytes=584, nope=448, group=64, scale="ue8m0",
-                        rope=64, d_v=512, nope_at=0, scale_at=576, rope_at=448,
-                        block_split=True),
-}
+_MLA = Format("fp8_ds_mla", row_bytes=656, nope=512, group=128, scale="f32", rope=64,
+              d_v=512, nope_at=0, scale_at=512, rope_at=528)
+_V4 = Format("fp8_ds_v4", row_bytes=584, nope=448, group=64, scale="ue8m0", rope=64, d_v=512,
+             nope_at=0, scale_at=576, rope_at=448, block_split=True)
+#: The fnuz layouts: the same bytes, the codes read as float8_e4m3fnuz (ROCm gfx942).
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    _MLA, _V4,
+    replace(_MLA, name="fp8_ds_mla_fnuz", code_dtype=torch.float8_e4m3fnuz),
+    replace(_V4, name="fp8_ds_v4_fnuz", code_dtype=torch.float8_e4m3fnuz))}
 #: The per-tensor FP8 formats by name (section 12): pools of the FP8 dtype, one scale each.
 PER_TENSOR: dict[str, PerTensor] = {
     "fp8_e4m3": PerTensor("fp8_e4m3", torch.float8_e4m3fn, nan_codes=(0x7F, 0xFF),
@@ -286,14 +343,16 @@ def scale_arguments(pool) -> tuple[str, ...]:
 
 
 def of_pool(pool: torch.Tensor) -> str:
-    """The format a pool tensor is in, by dtype and row size (no check of the values)."""
+    """The format a pool tensor is in, by dtype and row size (no check of the values): a
+    byte layout where the dtype and the row size are one's, else a per-tensor format by
+    dtype."""
     if pool.dtype == torch.bfloat16:
         return BF16
+    for name, fmt in FORMATS.items():
+        if pool.dtype == fmt.pool_dtype and pool.shape[-1] == fmt.row_bytes:
+            return name
     for name, pt in PER_TENSOR.items():
         if pool.dtype == pt.dtype:
-            return name
-    for name, fmt in FORMATS.items():
-        if pool.dtype == torch.uint8 and pool.shape[-1] == fmt.row_bytes:
             return name
     return "unknown"
 
@@ -327,31 +386,44 @@ def values(pool_rows: torch.Tensor, scale=None) -> torch.Tensor:
     return FORMATS[name].decode(pool_rows)
 
 
+def _of(dtype: torch.dtype) -> list[str]:
+    """The byte layouts whose pools are of `dtype`."""
+    return [n for n, f in FORMATS.items() if f.pool_dtype == dtype]
+
+
 def _sizes() -> str:
-    return ", ".join(f"{f.row_bytes} ({n})" for n, f in FORMATS.items())
+    return ", ".join(f"{FORMATS[n].row_bytes} ({n})" for n in _of(torch.uint8))
 
 
 def check_pool(name: str, pool, D: int) -> str:
     """The format of pool argument `name` (`ori_kv`/`cmp_kv`) for a call with q's `D`:
-    bf16 `[N, BLOCK, D]` or uint8 `[N, BLOCK, ROW_BYTES]` of a format whose key has `D`
-    dims. Anything else raises `ContractError` naming the argument."""
+    bf16 or per-tensor FP8 `[N, BLOCK, D]`, or `[N, BLOCK, ROW_BYTES]` of a byte layout's
+    `pool_dtype` whose key has `D` dims. Anything else raises `ContractError` naming the
+    argument."""
     if not isinstance(pool, torch.Tensor):
         raise ContractError(f"{name}: expected a torch.Tensor, got {type(pool).__name__}")
     if pool.dim() != 3:
         raise ContractError(f"{name}: expected 3 dimensions [N, BLOCK, D or ROW_BYTES], got "
                             f"shape {tuple(pool.shape)}")
-    if pool.dtype == torch.bfloat16 or of_pool(pool) in PER_TENSOR:
-        fmt_name = of_pool(pool)
+    fmt_name = of_pool(pool)
+    if fmt_name in FORMATS and FORMATS[fmt_name].pool_dtype != torch.uint8 \
+            and FORMATS[fmt_name].D != D:
+        raise ContractError(
+            f"{name}: expected a pool whose key has q's D={D} dims; a {pool.dtype} pool of "
+            f"{pool.shape[-1]}-byte rows is byte layout {fmt_name}, whose key has "
+            f"{FORMATS[fmt_name].D} dims (a per-tensor pool of that dtype has D other than "
+            f"{', '.join(str(f.row_bytes) for f in FORMATS.values() if f.pool_dtype == pool.dtype)})")
+    if pool.dtype == torch.bfloat16 or fmt_name in PER_TENSOR:
         if pool.shape[-1] != D:  # a row is D values: q's
             raise ContractError(f"{name}: expected shape [N, BLOCK, D={D}] (format {fmt_name}: "
                                 f"D values a row), got shape {tuple(pool.shape)}")
         return fmt_name
-    if pool.dtype != torch.uint8:
-        per = ", ".join(f"{pt.dtype} ({n})" for n, pt in PER_TENSOR.items())
+    if pool.dtype != torch.uint8 and fmt_name not in FORMATS:
+        per = ", ".join(f"{pt.dtype} ({n}; or bytes of {', '.join(_of(pt.dtype))})"
+                        if _of(pt.dtype) else f"{pt.dtype} ({n})" for n, pt in PER_TENSOR.items())
         raise ContractError(f"{name}: expected dtype torch.bfloat16 (format bf16), "
-                            f"torch.uint8 (bytes of {', '.join(FORMATS)}) or {per}, got "
-                            f"{pool.dtype}")
-    fmt_name = of_pool(pool)
+                            f"torch.uint8 (bytes of {', '.join(_of(torch.uint8))}) or {per}, "
+                            f"got {pool.dtype}")
     if fmt_name == "unknown":
         raise ContractError(f"{name}: expected uint8 rows of {_sizes()} bytes, got rows of "
                             f"{pool.shape[-1]} bytes (shape {tuple(pool.shape)})")
@@ -379,15 +451,17 @@ def magnitudes(pool: torch.Tensor) -> torch.Tensor:
 
 def poison_rows(fmt: Format, n: int, gen: torch.Generator) -> torch.Tensor:
     """`n` byte rows a kernel must never read (`[n, row_bytes]` uint8), each breaking a
-    different careless read, cycled: NaN codes (0x7F, 0xFF) with NaN scales and a NaN RoPE
-    tail; random codes with a NaN scale and an infinite tail; random codes with an
-    infinite scale (NaN for UE8M0) and a -inf tail; the largest codes with the largest
-    scale and a 3e38 tail. The padding bytes are random. Four templates, gathered: a long
-    context's unread pool costs a copy, not a random draw per byte."""
+    different careless read, cycled: NaN codes (e4m3fn's 0x7F and 0xFF, e4m3fnuz's 0x80)
+    with NaN scales and a NaN RoPE tail; random codes with a NaN scale and an infinite
+    tail; random codes with an infinite scale (NaN for UE8M0) and a -inf tail; the largest
+    codes with the largest scale and a 3e38 tail. The padding bytes are random. Four
+    templates, gathered: a long context's unread pool costs a copy, not a random draw per
+    byte."""
     kinds = torch.randint(0, 256, (4, fmt.row_bytes), generator=gen, dtype=torch.uint8)
     codes = fmt.codes(kinds)
-    codes[0] = torch.tensor(E4M3_NAN_CODES, dtype=torch.uint8).repeat(fmt.nope // 2)
-    codes[3] = 0x7E  # +448 everywhere
+    nan = torch.tensor(fmt.nan_codes, dtype=torch.uint8)
+    codes[0] = nan[torch.arange(fmt.nope) % len(nan)]
+    codes[3] = fmt.largest  # +448 (+240 for e4m3fnuz) everywhere
     field = fmt.scale_field(kinds)
     if fmt.scale == "f32":
         bad = torch.tensor([float("nan"), float("nan"), float("inf"), 3.0e38],
@@ -466,7 +540,8 @@ def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | N
 
 
 __all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "PER_TENSOR", "SCALE_ARGUMENTS",
-           "UE8M0_BIAS", "UE8M0_NAN_CODE", "Format", "PerTensor", "as_bytes", "check_pool",
+           "CODES", "UE8M0_BIAS", "UE8M0_NAN_CODE", "Format", "PerTensor", "as_bytes", "as_u8",
+           "check_pool",
            "check_scale", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "per_tensor",
            "poison_codes", "poison_pool", "poison_rows", "pool_values", "read_rows", "records",
            "scale_arguments", "to_pool", "value_dims", "values"]

@@ -21,8 +21,11 @@ domain (section 5); a huge scale then carries only zeros, a tiny one any code. A
 "extreme" value regime (logits up to 2^120) is always "quantised" with power-of-two scales,
 which keeps its rows small integers times powers of two and its logits exact in fp32.
 
-Every row no live lane reads is poisoned: NaN codes (0x7F, 0xFF), NaN or infinite scales
+Every row no live lane reads is poisoned: NaN codes (0x7F, 0xFF; e4m3fnuz's 0x80), NaN or infinite scales
 (UE8M0 0xFF), the largest codes and scale, random padding (`contracts.formats.poison_rows`).
+
+The fnuz layouts (`fp8_ds_mla_fnuz`, `fp8_ds_v4_fnuz`) are drawn as their e4m3fn twins,
+with e4m3fnuz codes: largest 240, NaN only 0x80, no -0 (a capped raw code becomes 0).
 
 The per-tensor formats (`fp8_e4m3`, `fp8_e4m3fnuz`: FP8 pools with one float32 scale each,
 the call's `ori_kv_scale` / `cmp_kv_scale`) take the same regimes: "quantised" as
@@ -37,39 +40,47 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from hypothesis import reject
 from hypothesis import strategies as st
 
 from sparse_attn_conformance.contracts import formats, front_end
-from sparse_attn_conformance.contracts.formats import E4M3_NAN_CODES, UE8M0_BIAS, Format
+from sparse_attn_conformance.contracts.formats import UE8M0_BIAS, Format
 
 REGIMES = ("quantised", "raw", "mixed")
-#: e4m3 codes a careless decoder gets wrong: +-0, the subnormals' ends, the smallest
-#: normal, the largest values and their neighbours.
+#: e4m3fn codes a careless decoder gets wrong: +-0, the subnormals' ends, the smallest
+#: normal, the largest values and their neighbours (an e4m3fnuz layout's: `special_codes`).
 SPECIAL_CODES = (0x00, 0x80, 0x01, 0x81, 0x02, 0x07, 0x87, 0x08, 0x88, 0x09, 0x38, 0xB8,
                  0x7D, 0xFD, 0x7E, 0xFE)
-_FINITE = torch.tensor([c for c in range(256) if c not in E4M3_NAN_CODES], dtype=torch.uint8)
 
 
-def _code_values() -> torch.Tensor:
-    return formats.e4m3(torch.arange(256, dtype=torch.uint8))
+def _finite(nan_codes: tuple[int, ...]) -> torch.Tensor:
+    """Every code that is not NaN."""
+    return torch.tensor([c for c in range(256) if c not in nan_codes], dtype=torch.uint8)
+
+
+def _specials(fmt: Format) -> torch.Tensor:
+    if fmt.code_dtype == torch.float8_e4m3fn:
+        return torch.tensor(SPECIAL_CODES, dtype=torch.uint8)
+    return special_codes(fmt)
 
 
 def quantise(fmt: Format, rows: torch.Tensor, power_of_two: bool) -> torch.Tensor:
     """Records `[..., row_bytes]` of bf16 `rows` `[..., D]`, as a cache writer makes them:
-    per group the scale `s` (the smallest power of two with amax / s <= 448 for UE8M0 or
-    when `power_of_two`, else amax / 448 in float32), codes = e4m3(x / s) rounded to
-    nearest even; the RoPE tail stored as is."""
+    per group the scale `s` (the smallest power of two with amax / s <= max for UE8M0 or
+    when `power_of_two`, else amax / max in float32; max is the code dtype's largest, 448
+    for e4m3fn, 240 for e4m3fnuz), codes = (x / s) rounded to nearest even in the codes'
+    dtype; the RoPE tail stored as is."""
     x = rows.double()
     nope = x[..., :fmt.nope].reshape(*x.shape[:-1], fmt.groups, fmt.group)
     amax = nope.abs().amax(dim=-1)
     if fmt.scale == "ue8m0" or power_of_two:
-        e = torch.ceil(torch.log2(torch.where(amax > 0, amax, 1.0) / 448.0))
+        e = torch.ceil(torch.log2(torch.where(amax > 0, amax, 1.0) / fmt.max))
         e = e.clamp(-UE8M0_BIAS, UE8M0_BIAS)
         scale = torch.exp2(e)
     else:
-        scale = (amax / 448.0).float().double()
+        scale = (amax / fmt.max).float().double()
         scale = torch.where(scale > 0, scale, 1.0)
-    codes = (nope / scale[..., None]).float().to(torch.float8_e4m3fn).view(torch.uint8)
+    codes = (nope / scale[..., None]).float().to(fmt.code_dtype).view(torch.uint8)
     codes = codes.reshape(*x.shape[:-1], fmt.nope)
     raw = (e + UE8M0_BIAS).to(torch.uint8) if fmt.scale == "ue8m0" else scale.float()
     return fmt.encode(codes, raw, rows[..., fmt.nope:].to(torch.bfloat16))
@@ -78,13 +89,15 @@ def quantise(fmt: Format, rows: torch.Tensor, power_of_two: bool) -> torch.Tenso
 def raw_groups(fmt: Format, recs: torch.Tensor, which: torch.Tensor, cap: float,
                gen: torch.Generator) -> torch.Tensor:
     """`recs` with the groups in `which` (`[..., groups]` bool) drawn raw: codes among every
-    finite one (half of them among `SPECIAL_CODES`), a scale anywhere in its range; a code
-    whose value times its scale passes `cap` becomes +-0. The RoPE tail of rows with a raw
-    group gets values at +-cap (rounded down to bf16) and bf16's smallest subnormals."""
+    finite one (half of them among its special ones), a scale anywhere in its range; a code
+    whose value times its scale passes `cap` becomes +-0 (0 in e4m3fnuz, which has no -0).
+    The RoPE tail of rows with a raw group gets values at +-cap (rounded down to bf16) and
+    bf16's smallest subnormals."""
     out = recs.clone()
     lead = recs.shape[:-1]
-    codes = _FINITE[torch.randint(0, len(_FINITE), (*lead, fmt.nope), generator=gen)]
-    special = torch.tensor(SPECIAL_CODES, dtype=torch.uint8)
+    finite = _finite(fmt.nan_codes)
+    codes = finite[torch.randint(0, len(finite), (*lead, fmt.nope), generator=gen)]
+    special = _specials(fmt)
     pick = special[torch.randint(0, len(special), codes.shape, generator=gen)]
     codes = torch.where(torch.rand(codes.shape, generator=gen) < 0.5, pick, codes)
     # a scale's exponent: near 1 (a third), anywhere in its range (a third), or at one end
@@ -107,9 +120,10 @@ def raw_groups(fmt: Format, recs: torch.Tensor, which: torch.Tensor, cap: float,
         scale = (mant * torch.exp2(e.double())).float().double()
         scale = torch.where((scale > 0) & torch.isfinite(scale), scale, 2.0**-149)
         raw = scale.float()
-    value = formats.e4m3(codes).reshape(*lead, fmt.groups, fmt.group).abs() * scale[..., None]
+    value = fmt.code_values(codes).reshape(*lead, fmt.groups, fmt.group).abs() * scale[..., None]
     too_big = (value > cap).reshape(*lead, fmt.nope)
-    codes = torch.where(too_big, codes & 0x80, codes)  # +-0, sign kept
+    zero = codes & 0x80 if 0x80 not in fmt.nan_codes else torch.zeros_like(codes)
+    codes = torch.where(too_big, zero, codes)  # +-0, sign kept where the dtype has -0
     drawn = fmt.encode(codes, raw, torch.zeros((*lead, fmt.rope), dtype=torch.bfloat16))
     group_of = torch.arange(fmt.nope) // fmt.group
     code_mask = which[..., group_of]
@@ -154,14 +168,15 @@ def encode_pool(fmt: Format, pool: torch.Tensor, keep: torch.Tensor, regime: str
     return formats.to_pool(fmt.name, recs.reshape(n, block, fmt.row_bytes))
 
 
-def special_codes(pt: formats.PerTensor) -> torch.Tensor:
-    """The codes of per-tensor format `pt` a careless decoder gets wrong: +-0 (where the
-    dtype has -0), the smallest and largest subnormals, the smallest normal, +-1, the
-    largest value and the one below it, of either sign."""
-    vals = pt.values(torch.arange(256, dtype=torch.uint8))
+def special_codes(pt: formats.PerTensor | Format) -> torch.Tensor:
+    """The codes of FP8 format `pt` (per-tensor, or a byte layout's codes) a careless
+    decoder gets wrong: +-0 (where the dtype has -0), the smallest and largest subnormals,
+    the smallest normal, +-1, the largest value and the one below it, of either sign."""
+    dtype = pt.dtype if isinstance(pt, formats.PerTensor) else pt.code_dtype
+    vals = torch.arange(256, dtype=torch.uint8).view(dtype).double()
     pos = [c for c in range(128) if torch.isfinite(vals[c]) and vals[c] > 0]
     pos.sort(key=lambda c: float(vals[c]))
-    normal = float(torch.finfo(pt.dtype).smallest_normal)
+    normal = float(torch.finfo(dtype).smallest_normal)
     sub = [c for c in pos if float(vals[c]) < normal]
     picks = {0, pos[0], pos[-1], pos[-2], sub[-1] if sub else pos[0],
              next(c for c in pos if float(vals[c]) >= normal),
@@ -276,6 +291,10 @@ def in_format(draw, case, name: str):
     if fmt is None and pt is None:
         return case
     inputs = case.inputs
+    if pt is not None and formats.of_pool(torch.empty(0, 0, inputs.D, dtype=pt.dtype)) != name:
+        # rows this wide of this dtype are a byte layout's (section 12): not a per-tensor
+        # pool, so not a case of this format (D of 584 or 656, rarely drawn)
+        reject()
     if fmt is not None and inputs.D != fmt.D:
         raise ValueError(f"in_format: expected a case with D={fmt.D} for {name}, got "
                          f"D={inputs.D}")

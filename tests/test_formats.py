@@ -128,6 +128,68 @@ def test_hand_built_fp8_ds_v4_record():
     assert V4.decode(other).tolist() == V4.decode(rec).tolist()
 
 
+# -- the fnuz layouts: the same bytes, e4m3fnuz codes, pools typed float8_e4m3fnuz -----------
+
+
+@pytest.mark.parametrize("twin", ["fp8_ds_mla", "fp8_ds_v4"])
+def test_fnuz_layout_reads_every_code_as_e4m3fnuz(twin):
+    fn, fnuz = FORMATS[twin], FORMATS[f"{twin}_fnuz"]
+    assert (fnuz.row_bytes, fnuz.D, fnuz.d_v, fnuz.scale_at, fnuz.rope_at, fnuz.block_split) == (
+        fn.row_bytes, fn.D, fn.d_v, fn.scale_at, fn.rope_at, fn.block_split)
+    assert fnuz.pool_dtype == torch.float8_e4m3fnuz and fn.pool_dtype == torch.uint8
+    assert (fnuz.nan_codes, fnuz.largest, fnuz.max) == ((0x80,), 0x7F, 240.0)
+    # every code, under a scale of 1 in every group (UE8M0 127, float32 1.0)
+    codes = torch.arange(fn.nope) % 256
+    scales = (torch.full((fn.groups,), 127) if fn.scale == "ue8m0" else torch.ones(fn.groups))
+    rope = torch.linspace(-3, 3, fn.rope).to(torch.bfloat16)
+    rec = fn.encode(codes.to(torch.uint8)[None], scales[None], rope[None])
+    got, same_bytes = fnuz.decode(rec)[0], fn.decode(rec)[0]
+    want = codes.to(torch.uint8).view(torch.float8_e4m3fnuz).double()
+    assert torch.equal(got[:fn.nope].isnan(), want.isnan())
+    assert torch.equal(got[:fn.nope].nan_to_num(7.0), want.nan_to_num(7.0))
+    assert torch.equal(got[fn.nope:], rope.double())
+    nan_at = torch.nonzero(got.isnan()).flatten() % 256
+    assert set(nan_at.tolist()) == {0x80}
+    # the landmarks: bias 8 (half of e4m3fn's value), 0x7F is 240, 0x80 NaN (no -0)
+    assert got[0x38].item() == 0.5 and same_bytes[0x38].item() == 1.0
+    assert got[0x7F].item() == 240.0 and math.isnan(same_bytes[0x7F].item())
+    assert got[0x01].item() == 2.0**-10
+    # a pool typed float8_e4m3fnuz over the same bytes is this format, its rows read as such
+    recs = rec.expand(2, 3, fn.row_bytes).clone()
+    pool = formats.to_pool(fnuz.name, recs)
+    assert pool.dtype == torch.float8_e4m3fnuz and formats.of_pool(pool) == fnuz.name
+    assert formats.of_pool(formats.to_pool(twin, recs)) == twin
+    assert torch.equal(formats.records(pool), recs)
+    blk, row = torch.tensor([1, 0]), torch.tensor([2, 1])
+    rows = formats.read_rows(pool, blk, row)
+    assert rows.dtype == torch.float8_e4m3fnuz
+    assert torch.equal(formats.values(rows).nan_to_num(7.0), got.expand(2, -1).nan_to_num(7.0))
+    assert torch.equal(formats.pool_values(pool).nan_to_num(7.0),
+                       got[:fn.d_v].expand(6, -1).nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("name", ["fp8_ds_mla_fnuz", "fp8_ds_v4_fnuz"])
+def test_fnuz_layout_poison_is_nan_in_its_codes(name):
+    """The poison rows of a fnuz layout carry its NaN code (0x80): e4m3fn's 0x7F and 0xFF
+    are 240 and -240 there, which would not poison."""
+    fmt = FORMATS[name]
+    rows = formats.poison_rows(fmt, 8, torch.Generator().manual_seed(1))
+    assert bool((fmt.codes(rows[0::4]) == 0x80).all())
+    assert bool((fmt.codes(rows[3::4]) == fmt.largest).all())
+    finite = fmt.decode(rows).isfinite().all(dim=-1)
+    huge = fmt.decode(rows).abs().amax(dim=-1) >= 3e38  # the fourth: the largest codes and scale
+    assert not bool(finite[torch.arange(8) % 4 != 3].any()) and bool(huge[3::4].all())
+    keep = torch.zeros(2, 4, dtype=torch.bool)
+    keep[0, 1] = True
+    recs = torch.zeros(2, 4, fmt.row_bytes, dtype=torch.uint8)
+    out = formats.poison_pool(formats.to_pool(name, recs), keep)
+    assert out.dtype == torch.float8_e4m3fnuz
+    assert torch.equal(formats.records(out)[0, 1], recs[0, 1])
+    values = formats.pool_values(out)
+    poisoned = ~values.isfinite().all(dim=-1) | (values.abs().amax(dim=-1) >= 3e38)
+    assert torch.equal(poisoned, torch.arange(8) != 1)
+
+
 # -- fp8_ds_v4's block-split layout ------------------------------------------------------------
 
 
@@ -208,8 +270,8 @@ def v2_kwargs(D: int, ori_kv: torch.Tensor, cmp_kv: torch.Tensor, T=2, H=2):
         softmax_scale=0.5, seq_per_batch=1, index_topk=1, compress_ratio=4)
 
 
-def byte_pool(width: int, n=2, block=2) -> torch.Tensor:
-    return torch.zeros(n, block, width, dtype=torch.uint8)
+def byte_pool(width: int, n=2, block=2, dtype=torch.uint8) -> torch.Tensor:
+    return torch.zeros(n, block, width, dtype=torch.uint8).view(dtype)
 
 
 def bf16_pool(D: int, n=2, block=2) -> torch.Tensor:
@@ -225,9 +287,10 @@ SCALES = {"ori_kv_scale": torch.tensor([0.5]), "cmp_kv_scale": torch.tensor([2.0
 
 def test_byte_pools_of_each_format_validate():
     for name, fmt in FORMATS.items():
-        i = v1.validate(**v1_kwargs(fmt.D, byte_pool(fmt.row_bytes), byte_pool(fmt.row_bytes)))
+        pool = byte_pool(fmt.row_bytes, dtype=fmt.pool_dtype)
+        i = v1.validate(**v1_kwargs(fmt.D, pool, pool.clone()))
         assert i.kv_format == name and i.D_v == fmt.d_v
-        i = v2.validate(**v2_kwargs(fmt.D, byte_pool(fmt.row_bytes), byte_pool(fmt.row_bytes)))
+        i = v2.validate(**v2_kwargs(fmt.D, pool, pool.clone()))
         assert i.kv_format == name and i.D_v == fmt.d_v
 
 
@@ -252,7 +315,7 @@ ERRORS = [
     ("float16 pool", 8, torch.zeros(2, 2, 8, dtype=torch.float16), bf16_pool(8),
      r"ori_kv: expected dtype torch.bfloat16 \(format bf16\), torch.uint8 \(bytes of "
      r"fp8_ds_mla, fp8_ds_v4\) or torch.float8_e4m3fn \(fp8_e4m3\), torch.float8_e4m3fnuz "
-     r"\(fp8_e4m3fnuz\), got torch.float16"),
+     r"\(fp8_e4m3fnuz; or bytes of fp8_ds_mla_fnuz, fp8_ds_v4_fnuz\), got torch.float16"),
     ("float16 cmp pool", 8, bf16_pool(8), torch.zeros(2, 2, 8, dtype=torch.float16),
      r"cmp_kv: expected dtype torch.bfloat16 .* got torch.float16"),
     ("int8 pool", 576, torch.zeros(2, 2, 656, dtype=torch.int8), byte_pool(656),
@@ -262,6 +325,17 @@ ERRORS = [
      r"\(2, 2, 9\)"),
     ("fp8 rows of another D", 8, fp8_pool(8), fp8_pool(7),
      r"cmp_kv: expected shape \[N, BLOCK, D=8\] \(format fp8_e4m3: .* got shape \(2, 2, 7\)"),
+    ("fnuz layout's D is not q's", 584, byte_pool(584, dtype=torch.float8_e4m3fnuz),
+     byte_pool(584, dtype=torch.float8_e4m3fnuz),
+     r"ori_kv: expected a pool whose key has q's D=584 dims; a torch.float8_e4m3fnuz pool of "
+     r"584-byte rows is byte layout fp8_ds_v4_fnuz, whose key has 512 dims \(a per-tensor "
+     r"pool of that dtype has D other than 656, 584\)"),
+    ("cmp_kv in the other code dtype of one layout", 512, byte_pool(584),
+     byte_pool(584, dtype=torch.float8_e4m3fnuz),
+     r"cmp_kv: expected the cache format of ori_kv \(fp8_ds_v4\), got format fp8_ds_v4_fnuz"),
+    ("fnuz layout's rows read as e4m3fn-typed", 512, byte_pool(584, dtype=torch.float8_e4m3fn),
+     byte_pool(584, dtype=torch.float8_e4m3fn),
+     r"ori_kv: expected shape \[N, BLOCK, D=512\] \(format fp8_e4m3: D values a row\)"),
     ("cmp_kv of the other per-tensor dtype", 8, fp8_pool(8),
      fp8_pool(8, torch.float8_e4m3fnuz),
      r"cmp_kv: expected the cache format of ori_kv \(fp8_e4m3\), got format fp8_e4m3fnuz"),
@@ -300,8 +374,8 @@ def test_output_of_the_wrong_value_dims_is_named(name, last, want):
 # -- the quantiser -------------------------------------------------------------------------------
 
 
-_FINITE_CODES = torch.tensor([c for c in range(256) if c not in formats.E4M3_NAN_CODES],
-                             dtype=torch.uint8)
+def finite_codes(fmt) -> torch.Tensor:
+    return torch.tensor([c for c in range(256) if c not in fmt.nan_codes], dtype=torch.uint8)
 
 
 @settings(max_examples=25, derandomize=True, deadline=None, database=None)
@@ -309,15 +383,16 @@ _FINITE_CODES = torch.tensor([c for c in range(256) if c not in formats.E4M3_NAN
        seed=st.integers(0, 2**32 - 1), exp_lo=st.integers(-100, 100),
        spread=st.integers(0, 20))
 def test_quantise_round_trips_rows_exact_in_e4m3(name, power_of_two, seed, exp_lo, spread):
-    """bf16 rows whose every group is e4m3 codes times one power of two (a 448 in each
-    group, so that a float32 amax / 448 scale is that power too) decode back exactly, the
-    RoPE tail as given."""
+    """bf16 rows whose every group is codes times one power of two (the largest code's
+    value, 448 or 240, in each group, so that a float32 amax / max scale is that power too)
+    decode back exactly, the RoPE tail as given."""
     fmt = FORMATS[name]
     gen = torch.Generator().manual_seed(seed)
     n = 6
-    codes = _FINITE_CODES[torch.randint(0, len(_FINITE_CODES), (n, fmt.nope), generator=gen)]
-    vals = formats.e4m3(codes).reshape(n, fmt.groups, fmt.group)
-    vals[..., 0] = torch.where(torch.rand(n, fmt.groups, generator=gen) < 0.5, 448.0, -448.0)
+    finite = finite_codes(fmt)
+    codes = finite[torch.randint(0, len(finite), (n, fmt.nope), generator=gen)]
+    vals = fmt.code_values(codes).reshape(n, fmt.groups, fmt.group)
+    vals[..., 0] = torch.where(torch.rand(n, fmt.groups, generator=gen) < 0.5, fmt.max, -fmt.max)
     vals[1] = 0.0  # an all-zero row
     k = torch.randint(exp_lo, exp_lo + spread + 1, (n, fmt.groups), generator=gen).clamp(-100, 100)
     nope = (vals * torch.exp2(k.double())[..., None]).reshape(n, fmt.nope)
@@ -350,7 +425,7 @@ def _poisoned(fmt, recs: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_drawn_pools_reach_the_edges(name):
     """Over REACH_DRAWS drawn cases in format `name`, the rows some live lane reads hold
-    subnormal codes, +-0, +-448, scales beyond 2^+-100 (float32 subnormals for fp8_ds_mla)
+    subnormal codes, +-0 (where the codes have -0), the largest codes of either sign, scales beyond 2^+-100 (float32 subnormals for fp8_ds_mla)
     in raw groups, and every row no live lane reads is poisoned."""
     kernel = KernelUnderTest.of("reference-v2", sparse_attn_v2)
     # small calls (few tokens, heads and rows) so that 200 draws stay fast: the bytes of
@@ -359,9 +434,12 @@ def test_drawn_pools_reach_the_edges(name):
                                 "IDX_TOPK": (1, 2, 4), "BLOCK": (1, 2, 4)})
     kernel = dataclasses.replace(kernel, kv_formats=(name,), pre=small)
     fmt = FORMATS[name]
+    # the codes of +-0 (e4m3fnuz has no -0: 0x80 is its NaN) and of the largest values
+    edges = {"+0": 0x00, "-0": 0x80, "+max": fmt.largest, "-max": fmt.largest | 0x80}
+    if 0x80 in fmt.nan_codes:
+        del edges["-0"]
     seen: dict[str, int] = dict.fromkeys(
-        ["subnormal", "+0", "-0", "+448", "-448", "tiny scale", "huge scale", "raw",
-         "unread rows"], 0)
+        ["subnormal", *edges, "tiny scale", "huge scale", "raw", "unread rows"], 0)
 
     @settings(max_examples=REACH_DRAWS, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -383,7 +461,7 @@ def test_drawn_pools_reach_the_edges(name):
             assert bool(fmt.decode(live).isfinite().all()), "a live row decodes non-finite"
             codes = fmt.codes(live)
             seen["subnormal"] += int(_subnormal(codes).sum())
-            for label, c in (("+0", 0x00), ("-0", 0x80), ("+448", 0x7E), ("-448", 0xFE)):
+            for label, c in edges.items():
                 seen[label] += int((codes == c).sum())
             scales = fmt.scales(live)
             if case.fp8_regime != "quantised":

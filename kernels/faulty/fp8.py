@@ -7,7 +7,8 @@ The correct path (`sparse_attn`, registered as `fp8-dequant-v2`): the live lanes
 addresses as the contract gives them (`contracts.v2.live_lanes`, an ignored lane read
 through a safe address and its row zeroed with `where`), each lane's record read from the
 byte pool (fp8_ds_v4 split by block, `contracts.formats.read_rows`), the record
-dequantised by this module's own decoder (`dequantise`: e4m3fn codes times their group's
+dequantised by this module's own decoder (`dequantise`: e4m3fn codes (e4m3fnuz in the
+`_fnuz` layouts) times their group's
 scale, the RoPE tail as bf16; a per-tensor pool's codes times its scale argument:
 `dequantise_per_tensor`), then the contract's formula (`attend`, as
 `attention.reference.attend`: logits from the key, a max-subtracted softmax with the sink
@@ -26,6 +27,8 @@ from sparse_attn_conformance.contracts.formats import UE8M0_BIAS, UE8M0_NAN_CODE
 from sparse_attn_conformance.contracts.v2 import Inputs, live_lanes, validate
 
 MLA, V4 = "fp8_ds_mla", "fp8_ds_v4"
+#: the same layouts with float8_e4m3fnuz codes (ROCm), pools typed float8_e4m3fnuz
+MLA_FNUZ, V4_FNUZ = "fp8_ds_mla_fnuz", "fp8_ds_v4_fnuz"
 #: the per-tensor formats: FP8 pools, one float32 scale each (`ori_kv_scale`, `cmp_kv_scale`)
 E4M3, FNUZ = "fp8_e4m3", "fp8_e4m3fnuz"
 
@@ -111,15 +114,20 @@ BUGS: dict[str, tuple[tuple[str, ...], str]] = {
         "into the value product only. Exposed by a scale other than 1 with a non-zero "
         "query."),
     "fnuz-read-as-fn": (
-        (FNUZ,),
-        "float8_e4m3fnuz codes read as float8_e4m3fn (exponent bias 7): every value doubled, "
-        "+-240 (0x7F, 0xFF) NaN. Exposed by any non-zero code."),
+        (FNUZ, MLA_FNUZ, V4_FNUZ),
+        "float8_e4m3fnuz codes (a per-tensor pool's, or a byte layout's NoPE codes) read as "
+        "float8_e4m3fn (exponent bias 7): every value doubled, +-240 (0x7F, 0xFF) NaN. "
+        "Exposed by any non-zero code."),
 }
 
 
-def e4m3_values(codes: torch.Tensor, bug: str | None = None) -> torch.Tensor:
-    """The float32 values (exact) of e4m3fn codes `[..., n]` uint8."""
-    dtype = torch.float8_e4m3fnuz if bug == "e4m3fnuz" else torch.float8_e4m3fn
+def e4m3_values(codes: torch.Tensor, bug: str | None = None,
+                dtype: torch.dtype = torch.float8_e4m3fn) -> torch.Tensor:
+    """The float32 values (exact) of codes `[..., n]` uint8 of `dtype` (e4m3fn or fnuz)."""
+    if bug == "e4m3fnuz":
+        dtype = torch.float8_e4m3fnuz
+    elif bug == "fnuz-read-as-fn":
+        dtype = torch.float8_e4m3fn
     v = torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(dtype).float()
     if bug == "subnormal-flush":
         v = torch.where((codes & 0x78) == 0, torch.zeros((), dtype=v.dtype), v)
@@ -153,7 +161,7 @@ def dequantise(fmt: Format, recs: torch.Tensor, bug: str | None = None
     `[..., D_v]`: NoPE codes times their group's scale, then the RoPE tail. Each product is
     rounded once, so a row is its exact value (`Format.decode`) rounded to float32, what
     the reference computes with."""
-    codes = e4m3_values(recs[..., fmt.nope_at:fmt.nope_at + fmt.nope], bug)
+    codes = e4m3_values(recs[..., fmt.nope_at:fmt.nope_at + fmt.nope], bug, fmt.code_dtype)
     scales = group_scales(fmt, recs, bug)
     group = torch.arange(fmt.nope) // fmt.group
     if bug == "neighbour-scale":
@@ -161,7 +169,7 @@ def dequantise(fmt: Format, recs: torch.Tensor, bug: str | None = None
     nope = codes * scales[..., group]
     rope_bytes = recs[..., fmt.rope_at:fmt.rope_at + 2 * fmt.rope]
     if bug == "rope-as-fp8":
-        rope = e4m3_values(rope_bytes[..., :fmt.rope])
+        rope = e4m3_values(rope_bytes[..., :fmt.rope], dtype=fmt.code_dtype)
     else:
         rope = rope_bytes.contiguous().view(torch.bfloat16).float()
     if bug == "scale-on-rope":
@@ -186,10 +194,11 @@ def dequantise_per_tensor(pool: torch.Tensor, rows: torch.Tensor, scale: float,
 def read_records(pool: torch.Tensor, block: torch.Tensor, row: torch.Tensor,
                  bug: str | None = None) -> torch.Tensor:
     """The records (data, then scales) of `pool[block, row]`, a byte pool, for index
-    tensors of one shape. A block-split pool (fp8_ds_v4) is viewed per block as its data
-    area `[BLOCK, data]` then its scale area `[BLOCK, row_bytes - data]`
+    tensors of one shape, as bytes. A block-split pool (fp8_ds_v4) is viewed per block as
+    its data area `[BLOCK, data]` then its scale area `[BLOCK, row_bytes - data]`
     (`contracts.formats.read_rows`' addressing)."""
     fmt = formats.FORMATS[formats.of_pool(pool)]
+    pool = formats.as_u8(pool)  # an e4m3fnuz layout's pool is typed float8_e4m3fnuz
     if not fmt.block_split or bug == "v4-row-interleaved":
         return pool[block, row]  # token t at t * row_bytes of its block
     n, size = pool.shape[:2]
@@ -247,7 +256,7 @@ class Fp8DequantV2:
     convention = "v2"
 
     def __init__(self, bug: str | None = None,
-                 kv_format: str | tuple[str, ...] = (MLA, V4, E4M3, FNUZ)):
+                 kv_format: str | tuple[str, ...] = (MLA, V4, E4M3, FNUZ, MLA_FNUZ, V4_FNUZ)):
         if bug is not None and bug not in BUGS:
             raise ValueError(f"Fp8DequantV2: expected a bug among {sorted(BUGS)}, got {bug!r}")
         self.bug = bug
