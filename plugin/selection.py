@@ -241,6 +241,8 @@ def pytest_runtest_call(item):
     kernel = kernel_of(item)
     seconds = item.config.getoption("shrink_seconds", None) or (
         kernel.shrink_seconds if kernel else None)
+    if hasattr(item.obj, "hypothesis"):
+        hypothesis_hooks.light_failures(item.obj)
     with hypothesis_hooks.scaled_examples(item.obj, kernel.example_fraction if kernel else 1.0), \
             hypothesis_hooks.shrink_budget(seconds) as budget:
         item.stash[SHRINK_BUDGET] = budget
