@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import traceback
 from contextlib import contextmanager
 
 from hypothesis import settings
@@ -61,10 +60,20 @@ def shrink_budget(seconds: float | None):
 
 def _clear(exc: BaseException | None, seen: set) -> None:
     """Clear the locals of every finished frame `exc`, its cause, context and group
-    members passed through (`traceback.clear_frames`; a running frame is skipped)."""
+    members passed through (`frame.clear`; a running frame is skipped)."""
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        traceback.clear_frames(exc.__traceback__)
+        tb = exc.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # a running frame (the wrapper's own)
+                pass
+            else:
+                # a frame whose locals were read (pytest reads them) keeps a dict of them
+                # that `clear` leaves: reading it again drops the cleared names
+                tb.tb_frame.f_locals  # noqa: B018
+            tb = tb.tb_next
         for sub in getattr(exc, "exceptions", ()):
             _clear(sub, seen)
         _clear(exc.__cause__, seen)
