@@ -9,12 +9,14 @@ pool's bytes take seconds to draw on a loaded 2-core machine; the examples are t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from sparse_attn_conformance.conformance import test_reference_match
+from sparse_attn_conformance.conformance import test_dequantisation, test_reference_match
 from sparse_attn_conformance.contracts import formats
 from sparse_attn_conformance.kernels import registry
 from sparse_attn_conformance.kernels.faulty.fp8 import (
@@ -121,6 +123,17 @@ def test_decoder_bugs_change_the_rows(name):
 def test_scaffold_passes_the_reference_property():
     in_kill_profile(test_reference_match.test_matches_reference, SCAFFOLD_EXAMPLES)(
         kernel=registry.kernel_under_test("fp8-dequant-v2"))
+
+
+@pytest.mark.parametrize("name", ["fp8_ds_mla_fnuz", "fp8_ds_v4_fnuz"])
+def test_scaffold_passes_on_each_fnuz_layout(name):
+    """The fnuz layouts (pools typed float8_e4m3fnuz) through the whole property path: the
+    drawing, the call, the reference and the dequantisation property (the CI's FP8 step
+    draws only their e4m3fn twins; the dev and ci runs of them are apart)."""
+    kernel = dataclasses.replace(registry.kernel_under_test("fp8-dequant-v2"), kv_formats=(name,))
+    for prop in (test_reference_match.test_matches_reference,
+                 test_dequantisation.test_one_live_lane_returns_its_dequantised_value):
+        in_kill_profile(prop, SCAFFOLD_EXAMPLES)(kernel=kernel)
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
