@@ -107,8 +107,7 @@ class Format:
 
     def code_values(self, codes: torch.Tensor) -> torch.Tensor:
         """The float64 values of NoPE `codes` (bytes): exact."""
-        return torch.empty(codes.shape, dtype=torch.uint8).copy_(as_u8(codes)).view(
-            self.code_dtype).double()
+        return code_values(as_u8(codes), self.code_dtype)
 
     @property
     def D(self) -> int:
@@ -215,7 +214,7 @@ class PerTensor:
 
     def values(self, codes: torch.Tensor) -> torch.Tensor:
         """The float64 values of uint8 `codes` read as this format's dtype: exact."""
-        return torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(self.dtype).double()
+        return code_values(codes, self.dtype)
 
     def decode(self, rows: torch.Tensor, scale) -> torch.Tensor:
         """The exact value `[..., D]` float64 of rows of this dtype (or their bytes) times
@@ -291,10 +290,14 @@ def as_bytes(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype).copy_(t).view(torch.uint8)
 
 
+def code_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The float64 values of uint8 `codes` read as FP8 `dtype`: exact."""
+    return torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(dtype).double()
+
+
 def e4m3(codes: torch.Tensor) -> torch.Tensor:
     """The float64 values of float8_e4m3fn codes (uint8): exact."""
-    return torch.empty(codes.shape, dtype=torch.uint8).copy_(codes).view(
-        torch.float8_e4m3fn).double()
+    return code_values(codes, torch.float8_e4m3fn)
 
 
 #: The FP8 formats by name (section 12). Offsets: FlashMLA's and vLLM's `fp8_ds_mla`
@@ -310,10 +313,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     replace(_V4, name="fp8_ds_v4_fnuz", code_dtype=torch.float8_e4m3fnuz))}
 #: The per-tensor FP8 formats by name (section 12): pools of the FP8 dtype, one scale each.
 PER_TENSOR: dict[str, PerTensor] = {
-    "fp8_e4m3": PerTensor("fp8_e4m3", torch.float8_e4m3fn, nan_codes=(0x7F, 0xFF),
-                          largest=0x7E),
-    "fp8_e4m3fnuz": PerTensor("fp8_e4m3fnuz", torch.float8_e4m3fnuz, nan_codes=(0x80,),
-                              largest=0x7F),
+    name: PerTensor(name, dtype, *CODES[dtype])
+    for name, dtype in (("fp8_e4m3", torch.float8_e4m3fn),
+                        ("fp8_e4m3fnuz", torch.float8_e4m3fnuz))
 }
 #: The call's extra arguments when the pools are per-tensor FP8: each pool's scale.
 SCALE_ARGUMENTS = ("ori_kv_scale", "cmp_kv_scale")
@@ -412,7 +414,7 @@ def check_pool(name: str, pool, D: int) -> str:
             f"{name}: expected a pool whose key has q's D={D} dims; a {pool.dtype} pool of "
             f"{pool.shape[-1]}-byte rows is byte layout {fmt_name}, whose key has "
             f"{FORMATS[fmt_name].D} dims (a per-tensor pool of that dtype has D other than "
-            f"{', '.join(str(f.row_bytes) for f in FORMATS.values() if f.pool_dtype == pool.dtype)})")
+            f"{', '.join(str(FORMATS[n].row_bytes) for n in _of(pool.dtype))})")
     if pool.dtype == torch.bfloat16 or fmt_name in PER_TENSOR:
         if pool.shape[-1] != D:  # a row is D values: q's
             raise ContractError(f"{name}: expected shape [N, BLOCK, D={D}] (format {fmt_name}: "
@@ -542,6 +544,6 @@ def poison_pool(pool: torch.Tensor, keep: torch.Tensor, gen: torch.Generator | N
 __all__ = ["BF16", "E4M3_NAN_CODES", "FORMATS", "NAMES", "PER_TENSOR", "SCALE_ARGUMENTS",
            "CODES", "UE8M0_BIAS", "UE8M0_NAN_CODE", "Format", "PerTensor", "as_bytes", "as_u8",
            "check_pool",
-           "check_scale", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "per_tensor",
+           "check_scale", "code_values", "e4m3", "get", "key_dims", "magnitudes", "of_pool", "per_tensor",
            "poison_codes", "poison_pool", "poison_rows", "pool_values", "read_rows", "records",
            "scale_arguments", "to_pool", "value_dims", "values"]

@@ -231,8 +231,7 @@ def encode_per_tensor(pt: formats.PerTensor, pool: torch.Tensor, keep: torch.Ten
     if regime != "quantised" and kept.numel():
         share = 1.0 if regime == "raw" else raw_share
         which = torch.rand((kept.numel(), 1), generator=gen) < share
-        finite_codes = torch.tensor([c for c in range(256) if c not in pt.nan_codes],
-                                    dtype=torch.uint8)
+        finite_codes = _finite(pt.nan_codes)
         drawn = finite_codes[torch.randint(0, len(finite_codes), codes.shape, generator=gen)]
         special = special_codes(pt)
         pick = special[torch.randint(0, len(special), codes.shape, generator=gen)]
